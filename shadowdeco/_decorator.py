@@ -1,0 +1,161 @@
+"""``shadow()``: the wrapt wrapper around the live function.
+
+>>> from shadowdeco import shadow, sinks
+>>> memory = sinks.Memory()
+>>> @shadow(candidate=lambda x: x * 2.0, sinks=[memory])
+... def predict(x):
+...     return x * 2
+>>> predict(21)
+42
+>>> memory.wait(1)[0].match
+True
+
+The live path is the two small functions below: decide, snapshot, call live, enqueue.  The
+sync or async variant is chosen once, at decoration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import wrapt
+
+from ._experiment import Experiment, register
+
+__all__ = ["shadow"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_perf = time.perf_counter
+
+
+class _BoundShadowWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+    @property
+    def shadow(self) -> Experiment:
+        experiment: Experiment = self._self_parent._self_experiment
+        return experiment
+
+
+class _ShadowWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+    """The decorated callable; ``.shadow`` is its :class:`Experiment`."""
+
+    __bound_function_wrapper__ = _BoundShadowWrapper
+
+    def __init__(self, wrapped: Any, wrapper: Any, experiment: Experiment) -> None:
+        super().__init__(wrapped, wrapper)
+        self._self_experiment = experiment
+
+    @property
+    def shadow(self) -> Experiment:
+        experiment: Experiment = self._self_experiment
+        return experiment
+
+
+def shadow(
+    candidate: Any,
+    *,
+    name: str | None = None,
+    sample: Any = 1.0,
+    sinks: Iterable[Any] | None = None,
+    compare: Any = None,
+    timeout: float | None = 10.0,
+    max_concurrency: int = 4,
+    max_queue: int = 1000,
+    copy_inputs: Any = True,
+    adapt: Callable[..., Any] | None = None,
+    key: Callable[..., Any] | None = None,
+    record_inputs: bool = False,
+    context: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+    enabled: bool = True,
+    executor: Executor | None = None,
+) -> Callable[[F], F]:
+    """Run ``candidate`` in the background on sampled calls; callers get only the live result.
+
+    See ``docs/decorator.md`` for every option.  Options are checked here, before any
+    function is decorated: a bad one raises ``TypeError`` or ``ValueError`` naming it.
+    """
+    options: dict[str, Any] = {
+        "sample": sample,
+        "sinks": sinks,
+        "compare": compare,
+        "timeout": timeout,
+        "max_concurrency": max_concurrency,
+        "max_queue": max_queue,
+        "copy_inputs": copy_inputs,
+        "adapt": adapt,
+        "key": key,
+        "record_inputs": record_inputs,
+        "context": context,
+        "enabled": enabled,
+        "executor": executor,
+    }
+    if sinks is not None:
+        options["sinks"] = sinks = list(sinks)  # a generator must survive the check below
+    # Validate now, with a throwaway experiment, so errors point at the decorator line.
+    Experiment(name or "<validating>", candidate, **options)
+
+    def decorate(fn: F) -> F:
+        function = getattr(fn, "__func__", fn)  # classmethod / staticmethod objects
+        if not callable(function):
+            raise TypeError(f"shadow() decorates a function, got {fn!r}")
+        exp_name = name or f"{function.__module__}.{function.__qualname__}"
+        experiment = register(Experiment(exp_name, candidate, **options))
+        if inspect.iscoroutinefunction(function):
+            wrapper = _async_wrapper(experiment)
+        else:
+            wrapper = _sync_wrapper(experiment)
+        decorated: F = _ShadowWrapper(fn, wrapper, experiment)
+        return decorated
+
+    return decorate
+
+
+def _sync_wrapper(exp: Experiment) -> Callable[..., Any]:
+    begin, submit = exp._begin, exp._submit
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not exp._active:
+            return wrapped(*args, **kwargs)
+        job = begin(instance, args, kwargs)
+        if job is None:
+            return wrapped(*args, **kwargs)
+        start = _perf()
+        try:
+            value = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            submit(job, None, exc, _perf() - start)
+            raise
+        submit(job, value, None, _perf() - start)
+        return value
+
+    return wrapper
+
+
+def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
+    begin, submit = exp._begin, exp._submit
+
+    async def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not exp._active:
+            return await wrapped(*args, **kwargs)
+        job = begin(instance, args, kwargs)
+        if job is None:
+            return await wrapped(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        start = _perf()
+        try:
+            value = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            submit(job, None, exc, _perf() - start, loop)
+            raise
+        submit(job, value, None, _perf() - start, loop)
+        return value
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return call(wrapped, instance, args, kwargs)
+
+    return wrapper

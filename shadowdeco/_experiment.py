@@ -1,0 +1,957 @@
+"""Experiment: settings, runtime control, exact accounting, the registry and the config file.
+
+>>> import shadowdeco
+>>> @shadowdeco.shadow(candidate=abs, name="doc-abs", sinks=[])
+... def absolute(x):
+...     return abs(x)
+>>> absolute.shadow.sample = 0.5          # runtime control while serving
+>>> shadowdeco.experiment("doc-abs") is absolute.shadow
+True
+>>> absolute.shadow.close()
+
+Accounting (DESIGN I4): every sampled call ends exactly once, as an emitted result or as a
+drop with a reason, so ``sampled == emitted + sum(dropped.values()) + in_flight`` at every
+read of :meth:`Experiment.stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import fractions
+import itertools
+import json
+import logging
+import math
+import numbers
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from types import MappingProxyType
+from typing import Any, Final
+
+from . import compare as _compare
+from . import sampling as _sampling
+from ._result import Observation, ShadowResult, error_of, to_jsonable
+from ._runner import DONE, HANDED, OPEN, Job, Lane, emitter, start_task, stop_background_loop
+from .sinks import Logging, as_emit
+
+__all__ = [
+    "Args",
+    "Experiment",
+    "Stats",
+    "configure",
+    "experiment",
+    "experiments",
+    "flush",
+    "shutdown",
+]
+
+log = logging.getLogger("shadowdeco")
+
+# Wall-clock time of a perf_counter() reading, so the live path reads one clock, not two.
+_WALL_OFFSET: Final = time.time() - time.perf_counter()
+
+_NOTHING: Final = object()
+
+
+class Args:
+    """What ``adapt`` returns to call the candidate with several or keyword arguments.
+
+    >>> Args(1, 2, scale=3)
+    Args(1, 2, scale=3)
+    """
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"Args({', '.join(parts)})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stats:
+    """A consistent snapshot of one experiment's counters."""
+
+    sampled: int
+    skipped: int
+    emitted: int
+    dropped: Mapping[str, int]
+    in_flight: int
+    matched: int
+    mismatched: int
+    candidate_errors: int
+    timeouts: int
+    sink_errors: int
+    compare_errors: int
+    sampler_errors: int
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs (DESIGN I5)
+
+# Values of these types cannot change under the candidate, so they are passed, not copied.
+_IMMUTABLE: Final = frozenset(
+    {
+        type(None),
+        bool,
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        range,
+        decimal.Decimal,
+        fractions.Fraction,
+        _dt.datetime,
+        _dt.date,
+        _dt.time,
+        _dt.timedelta,
+        uuid.UUID,
+    }
+)
+
+
+def _immutable(value: object) -> bool:
+    cls = type(value)
+    if cls in _IMMUTABLE:
+        return True
+    if cls is tuple or cls is frozenset:
+        return all(_immutable(v) for v in value)  # type: ignore[attr-defined]
+    return isinstance(value, enum.Enum)
+
+
+def _snapshot(
+    copier: Callable[[Any], Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The candidate's copy of the inputs; immutable arguments are shared, not copied."""
+    if copier is None:
+        return args, dict(kwargs)
+    new_args = tuple(a if _immutable(a) else copier(a) for a in args)
+    new_kwargs = {k: v if _immutable(v) else copier(v) for k, v in kwargs.items()}
+    return new_args, new_kwargs
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: every bad option fails at decoration, naming the parameter and the value
+
+
+def _check_positive_int(param: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise (TypeError if not isinstance(value, int) else ValueError)(
+            f"{param} must be a positive int, got {value!r}"
+        )
+    return value
+
+
+def _check_timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be a positive number of seconds or None, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+def _check_optional_callable(param: str, value: object) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{param} must be a callable or None, got {value!r}")
+    return value
+
+
+def _check_candidate(value: object) -> Any:
+    if isinstance(value, str):
+        if not value.isidentifier():
+            raise ValueError(f"candidate must be a callable or a method name, got {value!r}")
+        return value
+    if not callable(value):
+        raise TypeError(f"candidate must be a callable or a method name, got {value!r}")
+    return value
+
+
+def _check_copier(value: object) -> Callable[[Any], Any] | None:
+    if value is True:
+        return copy.deepcopy
+    if value is False or value is None:
+        return None
+    if callable(value):
+        return value  # type: ignore[no-any-return]
+    raise TypeError(f"copy_inputs must be True, False or a callable, got {value!r}")
+
+
+def _is_async_callable(fn: object) -> bool:
+    return asyncio.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an async __call__ on an instance
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The experiment
+
+
+class Experiment:
+    """One live function and its candidate: settings, runtime control and counters.
+
+    ``enabled``, ``sample`` and ``candidate`` may be changed while calls are in flight; calls
+    already sampled finish with the candidate they started with.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        candidate: Any,
+        *,
+        sample: Any = 1.0,
+        sinks: Iterable[Any] | None = None,
+        compare: Any = None,
+        timeout: float | None = 10.0,
+        max_concurrency: int = 4,
+        max_queue: int = 1000,
+        copy_inputs: Any = True,
+        adapt: Callable[..., Any] | None = None,
+        key: Callable[..., Any] | None = None,
+        record_inputs: bool = False,
+        context: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+        enabled: bool = True,
+        executor: Executor | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        self.name: Final = name
+        self._candidate = _check_candidate(candidate)
+        self._sample_value = sample
+        self._sampler = _sampling.coerce(sample, param="sample")
+        self._rate = _rate_of(self._sampler)
+        if sinks is not None and (isinstance(sinks, (str, bytes)) or not _iterable(sinks)):
+            raise TypeError(f"sinks must be a list of sinks or None, got {sinks!r}")
+        self._sinks = None if sinks is None else tuple(sinks)
+        self._emits = None if self._sinks is None else [as_emit(s) for s in self._sinks]
+        self._compare_value = compare
+        self._comparator = _compare.coerce(compare, param="compare")
+        self.timeout: Final = _check_timeout(timeout)
+        self._max_concurrency = _check_positive_int("max_concurrency", max_concurrency)
+        self.max_queue: Final = _check_positive_int("max_queue", max_queue)
+        self._copy_value = copy_inputs
+        self._copier = _check_copier(copy_inputs)
+        self._adapt = _check_optional_callable("adapt", adapt)
+        self._key = _check_optional_callable("key", key)
+        if not isinstance(record_inputs, bool):
+            raise TypeError(f"record_inputs must be a bool, got {record_inputs!r}")
+        self.record_inputs: Final = record_inputs
+        if context is not None and not (callable(context) or isinstance(context, Mapping)):
+            raise TypeError(f"context must be a mapping, a callable or None, got {context!r}")
+        self._context = context
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool, got {enabled!r}")
+        self._enabled = enabled
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(f"executor must be a concurrent.futures.Executor, got {executor!r}")
+        self._executor = executor
+
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._lane = Lane(self)
+        self._closed = False
+        self._active = False
+        self._reset_counters()
+        self._refresh()
+
+    def _reset_counters(self) -> None:
+        self._sampled = 0
+        self._skipped = itertools.count()  # next() is atomic under the GIL: no lock on skip
+        self._emitted = 0
+        self._dropped: dict[str, int] = {}
+        self._matched = 0
+        self._mismatched = 0
+        self._candidate_errors = 0
+        self._timeouts = 0
+        self._sink_errors = 0
+        self._compare_errors = 0
+        self._sampler_errors = 0
+
+    # -- settings that identify the experiment (a second decoration must agree) -------------
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (
+            self._candidate,
+            self._sample_value,
+            self._sinks,
+            self._compare_value,
+            self.timeout,
+            self._max_concurrency,
+            self.max_queue,
+            self._copy_value,
+            self._adapt,
+            self._key,
+            self.record_inputs,
+            self._context,
+            self._executor,
+        )
+
+    # -- runtime control ---------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"enabled must be a bool, got {value!r}")
+        self._enabled = value
+        self._refresh()
+
+    @property
+    def sample(self) -> Any:
+        """The sampling rate or sampler; set a float in [0, 1] or a sampler."""
+        return self._sample_value
+
+    @sample.setter
+    def sample(self, value: Any) -> None:
+        sampler = _sampling.coerce(value, param="sample")
+        # One tuple store, so a concurrent call sees the old pair or the new one, not a mix.
+        self._sampler, self._rate, self._sample_value = sampler, _rate_of(sampler), value
+
+    @property
+    def candidate(self) -> Any:
+        return self._candidate
+
+    @candidate.setter
+    def candidate(self, value: Any) -> None:
+        self._candidate = _check_candidate(value)
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._max_concurrency
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _refresh(self) -> None:
+        self._active = self._enabled and not self._closed and not _state.disabled
+
+    # -- the live path: short and guarded ------------------------------------------------------
+
+    def _skip(self) -> None:
+        next(self._skipped)
+
+    def _begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job | None:
+        """Decide, admit and snapshot a call; None when it is not shadowed (already counted)."""
+        rate = self._rate
+        if rate is None:
+            try:
+                take = bool(self._sampler(*args, **kwargs))
+            except Exception:  # a sampler bug must not reach the caller
+                log.exception("shadowdeco: sampler of %s raised; call not sampled", self.name)
+                with self._lock:
+                    self._sampler_errors += 1
+                take = False
+            if not take:
+                next(self._skipped)
+                return None
+        elif rate < 1.0 and random.random() >= rate:
+            next(self._skipped)
+            return None
+        lane = self._lane
+        with self._lock:
+            self._sampled += 1
+            if lane.waiting >= self.max_queue:
+                self._dropped["queue_full"] = self._dropped.get("queue_full", 0) + 1
+                return None
+            lane.waiting += 1
+        try:
+            snap_args, snap_kwargs = _snapshot(self._copier, args, kwargs)
+        except Exception:  # an uncopyable argument: count it, serve live as usual
+            log.warning("shadowdeco: %s could not copy the inputs; not shadowed", self.name)
+            with self._lock:
+                lane.waiting -= 1
+                self._drop_locked("copy_failed")
+            return None
+        return Job(
+            self,
+            self._candidate,
+            instance,
+            snap_args,
+            snap_kwargs,
+            contextvars.copy_context(),
+            time.perf_counter(),
+        )
+
+    def _submit(
+        self,
+        job: Job,
+        value: Any,
+        error: BaseException | None,
+        duration: float,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """Hand a job whose live call ended to the runner (live path: enqueue only)."""
+        if error is None:
+            job.live = Observation("ok", value, None, duration)
+        else:
+            job.live = Observation("error", None, error_of(error), duration)
+        if self._closed:
+            with self._lock:
+                self._lane.waiting -= 1
+            self._settle_drop(job, "shutdown")
+        elif loop is not None and self._executor is None and self._async_candidate(job):
+            start_task(job, loop)
+        else:
+            self._lane.put(job)
+
+    def _async_candidate(self, job: Job) -> bool:
+        candidate = job.candidate
+        if isinstance(candidate, str):
+            candidate = getattr(job.instance, candidate, None)
+        return _is_async_callable(candidate)
+
+    # -- settling a job: exactly once ----------------------------------------------------------
+
+    def _claim(self, job: Job, state: int) -> bool:
+        with self._lock:
+            if job.state != OPEN:
+                return False
+            job.state = state
+            return True
+
+    def _deliver(self, job: Job, obs: Observation) -> None:
+        """The candidate ended: pass it on, unless a timeout or close settled it already."""
+        if self._claim(job, HANDED):
+            emitter.put(job, obs)
+        else:
+            log.debug("shadowdeco: %s candidate ended after it was settled", self.name)
+
+    def _settle_timeout(self, job: Job, duration: float | None) -> None:
+        if not self._claim(job, HANDED):
+            return
+        cancel = job.cancel
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # best effort: a future that cannot cancel keeps running
+                log.debug("shadowdeco: could not cancel a timed-out candidate", exc_info=True)
+        message = f"candidate did not finish within {self.timeout} s"
+        emitter.put(job, Observation("timeout", None, ("TimeoutError", message), duration))
+
+    def _settle_drop(self, job: Job, reason: str) -> None:
+        with self._lock:
+            if job.state != OPEN:
+                return
+            job.state = DONE
+            self._drop_locked(reason)
+
+    def _drop_handed(self, job: Job, reason: str) -> None:
+        with self._lock:
+            job.state = DONE
+            self._drop_locked(reason)
+
+    def _drop_locked(self, reason: str) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        self._settled.notify_all()
+
+    # -- the emitter thread: compare, build, sink ---------------------------------------------
+
+    def _emit(self, job: Job, obs: Observation) -> None:
+        live = job.live
+        assert live is not None
+        match, score = None, None
+        compare_failed = False
+        if obs.status != "timeout":
+            try:
+                match, score = self._compare_arms(live, obs)
+            except Exception:  # a comparator bug: the result still goes out, match unknown
+                log.exception("shadowdeco: comparator of %s raised", self.name)
+                compare_failed = True
+        result = ShadowResult(
+            experiment=self.name,
+            id=uuid.uuid4().hex,
+            started_at=_WALL_OFFSET + job.t0,
+            key=self._guarded("key", self._key_of, job),
+            live=live,
+            candidate=obs,
+            queue_s=job.queue_s,
+            match=match,
+            score=score,
+            inputs=self._inputs_of(job) if self.record_inputs else None,
+            context=self._guarded("context", self._context_of, job),
+            trace_id=None,
+            span_id=None,
+        )
+        result = _with_trace(result, job.ctx)
+        sink_errors = 0
+        for emit in self._emits if self._emits is not None else _default_emits():
+            try:
+                emit(result)
+            except Exception:  # one sink failing must not stop the others or the live path
+                sink_errors += 1
+                log.exception("shadowdeco: a sink of %s raised", self.name)
+        with self._lock:
+            job.state = DONE
+            self._emitted += 1
+            if match is True:
+                self._matched += 1
+            elif match is False:
+                self._mismatched += 1
+            if obs.status == "error":
+                self._candidate_errors += 1
+            elif obs.status == "timeout":
+                self._timeouts += 1
+            self._sink_errors += sink_errors
+            self._compare_errors += compare_failed
+            self._settled.notify_all()
+
+    def _compare_arms(self, live: Observation, cand: Observation) -> tuple[bool | None, Any]:
+        if live.status == "ok" and cand.status == "ok":
+            outcome = self._comparator(live.value, cand.value)
+            if isinstance(outcome, bool):
+                return outcome, None
+            if isinstance(outcome, numbers.Real):
+                return None, float(outcome)
+            return bool(outcome), None
+        if live.status == "error" and cand.status == "error":
+            return _compare.errors_equal(live.error, cand.error), None
+        return False, None
+
+    def _guarded(self, what: str, fn: Callable[[Job], Any], job: Job) -> Any:
+        try:
+            return fn(job)
+        except Exception:  # user code (key / context callables): log, record None
+            log.exception("shadowdeco: %s of %s raised", what, self.name)
+            return None
+
+    def _key_of(self, job: Job) -> Any:
+        return None if self._key is None else self._key(*job.args, **job.kwargs)
+
+    def _context_of(self, job: Job) -> Mapping[str, Any] | None:
+        context = self._context
+        if context is None or isinstance(context, Mapping):
+            return context
+        return job.ctx.run(context)
+
+    def _inputs_of(self, job: Job) -> Mapping[str, Any]:
+        return {"args": list(job.args), "kwargs": dict(job.kwargs)}
+
+    # -- reading and ending --------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """A consistent snapshot: ``sampled == emitted + sum(dropped) + in_flight``."""
+        with self._lock:
+            dropped = dict(self._dropped)
+            return Stats(
+                sampled=self._sampled,
+                skipped=_count_of(self._skipped),
+                emitted=self._emitted,
+                dropped=MappingProxyType(dropped),
+                in_flight=self._sampled - self._emitted - sum(dropped.values()),
+                matched=self._matched,
+                mismatched=self._mismatched,
+                candidate_errors=self._candidate_errors,
+                timeouts=self._timeouts,
+                sink_errors=self._sink_errors,
+                compare_errors=self._compare_errors,
+                sampler_errors=self._sampler_errors,
+            )
+
+    def _in_flight_locked(self) -> int:
+        return self._sampled - self._emitted - sum(self._dropped.values())
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until nothing is in flight; True if that happened within ``timeout`` seconds.
+
+        Do not call it on the event loop that runs this experiment's async candidates (the
+        loop would be blocked); ``await experiment.aflush()`` there instead.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._in_flight_locked() > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._settled.wait(remaining)
+        return self._flush_sinks(timeout)
+
+    async def aflush(self, timeout: float | None = 10.0) -> bool:
+        """:meth:`flush` for async code: waits in a thread, so the loop keeps running."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.flush, timeout)
+
+    def _flush_sinks(self, timeout: float | None) -> bool:
+        ok = True
+        for sink in self._sinks or ():
+            flush_sink = getattr(sink, "flush", None)
+            if callable(flush_sink):
+                try:
+                    flush_sink(timeout)
+                except Exception:  # a sink's flush failing is a sink error, not ours to raise
+                    ok = False
+                    log.exception("shadowdeco: flushing a sink of %s raised", self.name)
+                    with self._lock:
+                        self._sink_errors += 1
+        return ok
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Stop shadowing; flush what is pending up to ``timeout``, then drop the rest.
+
+        Calls made after ``close()`` run live only.  What could not finish in time is
+        counted as dropped with reason ``shutdown``.  Closing twice is harmless.
+        """
+        self._closed = True
+        self._refresh()
+        self.flush(timeout)
+        for job in self._lane.drain():
+            self._settle_drop(job, "shutdown")
+        self._lane.stop_threads()
+        for task in list(self._lane.tasks):
+            loop = task.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
+        for sink in self._sinks or ():
+            close_sink = getattr(sink, "close", None)
+            if callable(close_sink):
+                try:
+                    close_sink()
+                except Exception:  # a sink's close failing must not stop the others
+                    log.exception("shadowdeco: closing a sink of %s raised", self.name)
+        _unregister(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._lane.reset_after_fork()
+        # What the parent had in flight cannot finish here: count it once, as "fork".
+        lost = self._in_flight_locked()
+        if lost:
+            self._dropped["fork"] = self._dropped.get("fork", 0) + lost
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("on" if self._active else "off")
+        return f"<Experiment {self.name!r} {state} sample={self._sample_value!r}>"
+
+
+def _rate_of(sampler: _sampling.Sampler) -> float | None:
+    """A plain rate is decided inline on the live path; other samplers are called."""
+    if sampler is _sampling.ALWAYS:
+        return 1.0
+    if sampler is _sampling.NEVER:
+        return 0.0
+    if type(sampler) is _sampling.Rate:
+        return sampler.rate
+    return None
+
+
+def _iterable(value: object) -> bool:
+    try:
+        iter(value)  # type: ignore[call-overload]
+    except TypeError:
+        return False
+    return True
+
+
+def _count_of(counter: itertools.count[int]) -> int:
+    # itertools.count has no read method; its repr is "count(N)".
+    return int(repr(counter)[6:-1])
+
+
+def _with_trace(result: ShadowResult, ctx: contextvars.Context) -> ShadowResult:
+    from opentelemetry import trace
+
+    span_context = ctx.run(trace.get_current_span).get_span_context()
+    if not span_context.is_valid:
+        return result
+    return dataclasses.replace(
+        result,
+        trace_id=format(span_context.trace_id, "032x"),
+        span_id=format(span_context.span_id, "016x"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Process-wide state: registry, defaults, kill switch, config file
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.registry: dict[str, Experiment] = {}
+        self.default_sinks: tuple[Any, ...] | None = None
+        self.default_emits: list[Callable[[ShadowResult], Any]] | None = None
+        self.disabled = os.environ.get("SHADOWDECO_DISABLED", "").strip().lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+        }
+        self.config: _ConfigWatcher | None = None
+
+
+_state = _State()
+
+
+def _default_emits() -> list[Callable[[ShadowResult], Any]]:
+    emits = _state.default_emits
+    if emits is None:
+        emits = _state.default_emits = [Logging().emit]
+    return emits
+
+
+def register(exp: Experiment) -> Experiment:
+    """Add ``exp`` to the registry; an equal experiment of that name is shared."""
+    with _state.lock:
+        existing = _state.registry.get(exp.name)
+        if existing is not None:
+            if existing._settings() != exp._settings():
+                raise ValueError(
+                    f"name {exp.name!r} is already used by an experiment with other settings; "
+                    "choose another name or close() the first"
+                )
+            return existing
+        _state.registry[exp.name] = exp
+        if _state.config is not None:
+            _state.config.apply(exp)
+        return exp
+
+
+def _unregister(exp: Experiment) -> None:
+    with _state.lock:
+        if _state.registry.get(exp.name) is exp:
+            del _state.registry[exp.name]
+
+
+def experiment(name: str) -> Experiment:
+    """The experiment registered under ``name``."""
+    with _state.lock:
+        try:
+            return _state.registry[name]
+        except KeyError:
+            known = ", ".join(sorted(_state.registry)) or "none"
+            raise KeyError(f"no experiment named {name!r} (known: {known})") from None
+
+
+def experiments() -> list[Experiment]:
+    """Every registered experiment, sorted by name."""
+    with _state.lock:
+        return [_state.registry[name] for name in sorted(_state.registry)]
+
+
+def flush(timeout: float | None = 10.0) -> bool:
+    """Flush every experiment; True if all of them finished within ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ok = True
+    for exp in experiments():
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ok = exp.flush(remaining) and ok
+    return ok
+
+
+def shutdown(timeout: float | None = 5.0) -> None:
+    """Close every experiment (flushing up to ``timeout`` in all) and stop the config watcher.
+
+    Registered at interpreter exit with ``SHADOWDECO_EXIT_TIMEOUT`` seconds (default 5).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    flush(timeout)
+    for exp in experiments():
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        exp.close(remaining)
+    with _state.lock:
+        watcher, _state.config = _state.config, None
+    if watcher is not None:
+        watcher.stop()
+    stop_background_loop()
+
+
+_UNSET: Final[Any] = object()
+
+
+def configure(
+    *,
+    default_sinks: Iterable[Any] | None = _UNSET,
+    serializer: Callable[[Any], Any] | None = _UNSET,
+    disabled: bool = _UNSET,
+    config_file: str | os.PathLike[str] | None = _UNSET,
+    config_interval: float = 5.0,
+    max_pending_results: int = _UNSET,
+) -> None:
+    """Process-wide settings; only the arguments given change.
+
+    * ``default_sinks``: sinks of every experiment created without ``sinks=`` (None: the
+      ``shadowdeco`` logger);
+    * ``serializer``: converts values for ``to_dict()`` (None: :func:`to_jsonable`);
+    * ``disabled``: the kill switch, as ``SHADOWDECO_DISABLED=1``;
+    * ``config_file``: a JSON file steering experiments, re-read every ``config_interval``
+      seconds when it changed (None stops watching); also ``SHADOWDECO_CONFIG``;
+    * ``max_pending_results``: results waiting for the sinks before new ones are dropped.
+    """
+    from . import _result
+
+    if default_sinks is not _UNSET:
+        if default_sinks is None:
+            _state.default_sinks, _state.default_emits = None, None
+        else:
+            sinks = tuple(default_sinks)
+            emits = [as_emit(s, param="default_sinks") for s in sinks]
+            _state.default_sinks, _state.default_emits = sinks, emits
+    if serializer is not _UNSET:
+        if serializer is not None and not callable(serializer):
+            raise TypeError(f"serializer must be a callable or None, got {serializer!r}")
+        _result.default_serializer[0] = serializer or to_jsonable
+    if max_pending_results is not _UNSET:
+        emitter.max_pending = _check_positive_int("max_pending_results", max_pending_results)
+    if disabled is not _UNSET:
+        if not isinstance(disabled, bool):
+            raise TypeError(f"disabled must be a bool, got {disabled!r}")
+        _state.disabled = disabled
+        for exp in experiments():
+            exp._refresh()
+    if config_file is not _UNSET:
+        if isinstance(config_interval, bool) or not isinstance(config_interval, (int, float)):
+            raise TypeError(f"config_interval must be a number of seconds, got {config_interval!r}")
+        if not math.isfinite(config_interval) or config_interval <= 0:
+            raise ValueError(f"config_interval must be positive, got {config_interval!r}")
+        with _state.lock:
+            old, _state.config = _state.config, None
+        if old is not None:
+            old.stop()
+        if config_file is not None:
+            watcher = _ConfigWatcher(os.fspath(config_file), float(config_interval))
+            with _state.lock:
+                _state.config = watcher
+            watcher.start()
+
+
+def reload_config() -> bool:
+    """Re-read the config file now (the watcher does it on change); False if it is broken."""
+    watcher = _state.config
+    return watcher.load() if watcher is not None else False
+
+
+class _ConfigWatcher:
+    """Polls a JSON config file and applies it to the experiments it names.
+
+    Shape: ``{"enabled": true, "experiments": {"churn-v2": {"enabled": false, "sample": 0.05}}}``.
+    The top-level ``enabled: false`` is the kill switch.  A file that does not parse or does
+    not have this shape is logged and ignored: the last good config stays in force.
+    """
+
+    def __init__(self, path: str, interval: float) -> None:
+        self.path = path
+        self.interval = interval
+        self.config: dict[str, Any] = {}
+        self.loaded = threading.Event()  # set after each load attempt (tests wait on it)
+        self._seen: tuple[float, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.load()
+        self._thread = threading.Thread(target=self._watch, name="shadowdeco-config", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                st = os.stat(self.path)
+                seen: tuple[float, int] | None = (st.st_mtime, st.st_size)
+            except OSError:
+                seen = None
+            if seen != self._seen:
+                self.load()
+
+    def load(self) -> bool:
+        try:
+            try:
+                st = os.stat(self.path)
+                self._seen = (st.st_mtime, st.st_size)
+                with open(self.path, encoding="utf-8") as f:
+                    config = _parse_config(json.load(f))
+            except FileNotFoundError:
+                self._seen = None
+                log.info("shadowdeco: config file %s not found; code settings apply", self.path)
+                return False
+            except (OSError, ValueError, TypeError) as exc:
+                log.error(  # noqa: TRY400 - one line per broken file, not a traceback
+                    "shadowdeco: config file %s ignored (%s); the last good config stays",
+                    self.path,
+                    exc,
+                )
+                return False
+            self.config = config
+            if "enabled" in config:
+                configure(disabled=not config["enabled"])
+            for exp in experiments():
+                self.apply(exp)
+            return True
+        finally:
+            self.loaded.set()
+
+    def apply(self, exp: Experiment) -> None:
+        settings = self.config.get("experiments", {}).get(exp.name)
+        if not settings:
+            return
+        if "enabled" in settings:
+            exp.enabled = settings["enabled"]
+        if "sample" in settings:
+            exp.sample = settings["sample"]
+
+
+def _parse_config(raw: Any) -> dict[str, Any]:
+    """Validate the whole file before any of it applies."""
+    if not isinstance(raw, dict):
+        raise TypeError("the top level must be an object")
+    unknown = set(raw) - {"enabled", "experiments"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    if "enabled" in raw and not isinstance(raw["enabled"], bool):
+        raise TypeError(f"enabled must be true or false, got {raw['enabled']!r}")
+    exps = raw.get("experiments", {})
+    if not isinstance(exps, dict):
+        raise TypeError("experiments must be an object")
+    for name, settings in exps.items():
+        if not isinstance(settings, dict) or set(settings) - {"enabled", "sample"}:
+            raise ValueError(f"experiments[{name!r}] may hold only enabled and sample")
+        if "enabled" in settings and not isinstance(settings["enabled"], bool):
+            raise TypeError(f"experiments[{name!r}].enabled must be true or false")
+        if "sample" in settings:
+            _sampling.rate(settings["sample"], param=f"experiments[{name!r}].sample")
+    return raw
+
+
+def _after_fork_in_child() -> None:
+    _state.lock = threading.RLock()
+    for exp in list(_state.registry.values()):
+        exp._after_fork_in_child()
+    watcher = _state.config
+    if watcher is not None:  # the watcher thread did not survive the fork: start another
+        _state.config = None
+        configure(config_file=watcher.path, config_interval=watcher.interval)
+
+
+def _configure_from_env() -> None:
+    path = os.environ.get("SHADOWDECO_CONFIG")
+    if path:
+        configure(config_file=path)
+
+
+_configure_from_env()

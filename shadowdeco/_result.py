@@ -1,0 +1,212 @@
+"""The paired result: one live and one candidate observation, and its v1 JSON shape.
+
+>>> obs = Observation(status="ok", value=1, error=None, duration=0.002)
+>>> result = ShadowResult(experiment="demo", id="r1", started_at=0.0, key=None,
+...                       live=obs, candidate=obs, queue_s=0.0, match=True)
+>>> result.to_dict()["v"]
+1
+
+Every sink and the report share the dict that :meth:`ShadowResult.to_dict` returns.  Values
+JSON cannot hold go through a serializer (:func:`to_jsonable` by default), which converts what it
+knows and spells out the rest as ``{"$type": ..., "$repr": ...}``: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import fractions
+import math
+import pathlib
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+__all__ = ["SCHEMA_VERSION", "Observation", "Serializer", "ShadowResult", "to_jsonable"]
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "error", "timeout"]
+Serializer = Callable[[Any], Any]
+
+# Past this depth a value is spelled out with repr() instead of walked: a guard against
+# self-referencing structures, which would otherwise recurse without end.
+_MAX_DEPTH = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """What one arm did: its value or its error, how long it took, and how it ended."""
+
+    status: Status
+    value: Any = None
+    #: ``(type qualified name, message)`` when the arm raised, else None.
+    error: tuple[str, str] | None = None
+    #: seconds, measured with ``time.perf_counter()``.
+    duration: float | None = None
+
+    def to_dict(self, serializer: Serializer | None = None) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "value": _serialize(self.value, serializer),
+            "error": None
+            if self.error is None
+            else {"type": self.error[0], "message": self.error[1]},
+            "duration_s": self.duration,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShadowResult:
+    """One sampled call: the live and the candidate observation side by side."""
+
+    experiment: str
+    id: str
+    #: Unix time (seconds) at which the live call began.
+    started_at: float
+    key: Any
+    live: Observation
+    candidate: Observation
+    #: seconds the candidate waited in the queue before it ran.
+    queue_s: float | None
+    #: True / False, or None when not comparable (timeout, comparator error, score only).
+    match: bool | None
+    score: float | None = None
+    #: ``{"args": [...], "kwargs": {...}}`` when the experiment has ``record_inputs=True``.
+    inputs: Mapping[str, Any] | None = None
+    context: Mapping[str, Any] | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+    def to_dict(self, serializer: Serializer | None = None) -> dict[str, Any]:
+        """The versioned JSON-ready shape (``"v": 1``) shared by every sink and the report."""
+        started = _dt.datetime.fromtimestamp(self.started_at, tz=_dt.timezone.utc)
+        return {
+            "v": SCHEMA_VERSION,
+            "experiment": self.experiment,
+            "id": self.id,
+            "started_at": started.isoformat(),
+            "key": _serialize(self.key, serializer),
+            "live": self.live.to_dict(serializer),
+            "candidate": self.candidate.to_dict(serializer),
+            "queue_s": self.queue_s,
+            "match": self.match,
+            "score": _finite_or_str(self.score) if self.score is not None else None,
+            "inputs": None if self.inputs is None else _serialize(dict(self.inputs), serializer),
+            "context": None if self.context is None else _serialize(dict(self.context), serializer),
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+        }
+
+
+def error_of(exc: BaseException) -> tuple[str, str]:
+    """The ``(type, message)`` pair by which errors are recorded and compared."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not lose the error itself
+        message = f"<unprintable {cls.__qualname__}>"
+    return name, message
+
+
+def _serialize(value: Any, serializer: Serializer | None) -> Any:
+    convert = serializer or default_serializer[0]
+    try:
+        return convert(value)
+    except Exception as exc:  # a serializer bug must not lose the result: say what happened
+        return {"$type": _type_name(value), "$error": "%s: %s" % error_of(exc)}
+
+
+def to_jsonable(value: Any, _depth: int = 0) -> Any:
+    """Turn ``value`` into something ``json.dumps`` accepts, losing as little as possible.
+
+    Known types are converted (numpy arrays and scalars, dataclasses, datetimes, bytes,
+    sets, Decimal, UUID, Enum, paths, non-finite floats as the strings ``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"``); anything else becomes ``{"$type": ..., "$repr": ...}``.
+    Pass your own callable as ``serializer`` (to :func:`shadowdeco.configure` or to
+    ``to_dict``) to redact or convert differently; it may call this one for the rest.
+    """
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return _finite_or_str(value)
+    if _depth > _MAX_DEPTH:
+        return {"$type": _type_name(value), "$repr": _safe_repr(value)}
+    depth = _depth + 1
+    if isinstance(value, Mapping):
+        return {_key(k): to_jsonable(v, depth) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, depth) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [to_jsonable(v, depth) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:  # mixed types do not sort; keep them in iteration order
+            return items
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value, depth)
+    if isinstance(value, (decimal.Decimal, fractions.Fraction, uuid.UUID, pathlib.PurePath)):
+        return str(value)
+    if isinstance(value, complex):
+        return [_finite_or_str(value.real), _finite_or_str(value.imag)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_jsonable(getattr(value, f.name), depth) for f in dataclasses.fields(value)
+        }
+    # numpy (and anything shaped like it) without importing numpy: arrays have tolist(),
+    # scalars have item().
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and hasattr(value, "dtype"):
+        return to_jsonable(tolist(), depth)
+    item = getattr(value, "item", None)
+    if callable(item) and hasattr(value, "dtype"):
+        return to_jsonable(item(), depth)
+    # pydantic models and similar objects that know their own dict form
+    for method in ("model_dump", "to_dict", "_asdict"):
+        dump = getattr(value, method, None)
+        if callable(dump):
+            try:
+                return to_jsonable(dump(), depth)
+            except Exception:  # a broken dump method: fall through to repr
+                break
+    return {"$type": _type_name(value), "$repr": _safe_repr(value)}
+
+
+#: The serializer ``to_dict()`` uses when none is passed; ``shadowdeco.configure(serializer=...)``
+#: replaces it process-wide.  A one-item list so the swap is a single atomic store.
+default_serializer: list[Serializer] = [to_jsonable]
+
+
+def _finite_or_str(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _key(key: Any) -> str:
+    return key if isinstance(key, str) else str(to_jsonable(key))
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _safe_repr(value: Any, limit: int = 1000) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ still leaves the type on record
+        return f"<unrepresentable {_type_name(value)}>"
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,560 @@
+"""The one place candidates run: bounded worker lanes, timeouts, the emitter, fork and exit.
+
+Nothing here runs on the caller's thread except :meth:`Lane.put` and :func:`start_task`, which
+only enqueue.  Every piece of user code on the shadow side (candidate, adapt, key, context,
+comparator, sink) runs inside :func:`guard` or an equivalent ``except BaseException`` in a
+worker, so nothing it raises can travel back to the live path.
+
+Threads:
+
+* one lane per experiment, up to ``max_concurrency`` worker threads, started lazily and ended
+  after a while idle; a hung candidate keeps its thread (and its slot) until it really ends;
+* one timer thread that settles a job as ``timeout`` at its deadline (DESIGN I8);
+* one emitter thread that compares, builds the :class:`ShadowResult` and hands it to the sinks;
+* one background event loop thread for async candidates of sync live functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Final
+
+from ._result import Observation, error_of
+
+if TYPE_CHECKING:
+    from ._experiment import Experiment
+
+__all__ = ["Job", "Lane", "in_shadow"]
+
+log = logging.getLogger("shadowdeco")
+
+_IN_SHADOW: contextvars.ContextVar[bool] = contextvars.ContextVar("shadowdeco_in_shadow")
+
+# How long an idle lane worker waits for work before its thread ends (seconds).
+IDLE_EXIT: Final = 30.0
+
+# Job states.  A job is settled exactly once (OPEN -> HANDED or DONE), which is what makes the
+# accounting exact when a worker, the timer and close() race for the same job.
+OPEN: Final = 0
+HANDED: Final = 1  # given to the emitter, which will count it as emitted or dropped
+DONE: Final = 2
+
+
+def in_shadow() -> bool:
+    """True while shadowdeco runs a candidate (and in what the candidate calls)."""
+    return _IN_SHADOW.get(False)
+
+
+class Job:
+    """One sampled call on its way from the live path to the sinks."""
+
+    __slots__ = (
+        "args",
+        "cancel",
+        "candidate",
+        "ctx",
+        "enqueued_at",
+        "exp",
+        "instance",
+        "kwargs",
+        "live",
+        "queue_s",
+        "started_at",
+        "state",
+        "t0",
+    )
+
+    def __init__(
+        self,
+        exp: Experiment,
+        candidate: Any,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: contextvars.Context,
+        t0: float,
+    ) -> None:
+        self.exp = exp
+        self.candidate = candidate
+        self.instance = instance
+        self.args = args
+        self.kwargs = kwargs
+        self.ctx = ctx
+        self.t0 = t0
+        self.started_at = 0.0
+        self.live: Observation | None = None
+        self.state = OPEN
+        self.enqueued_at = 0.0
+        self.queue_s: float | None = None
+        self.cancel: Callable[[], object] | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Running one candidate call
+
+
+def resolve(job: Job) -> Callable[..., Any]:
+    """The callable to run: the candidate, or the method of that name on the live instance."""
+    candidate = job.candidate
+    if isinstance(candidate, str):
+        if job.instance is None:
+            raise AttributeError(f"candidate {candidate!r} names a method, but there is no instance")
+        fn: Callable[..., Any] = getattr(job.instance, candidate)
+        return fn
+    fn = candidate
+    return fn
+
+
+def prepare_call(job: Job) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """Resolve the candidate and apply ``adapt``; raises what the user's code raises."""
+    fn = resolve(job)
+    args, kwargs = job.args, job.kwargs
+    adapt = job.exp._adapt
+    if adapt is not None:
+        from ._experiment import Args  # local: _experiment imports this module
+
+        adapted = adapt(*args, **kwargs)
+        if isinstance(adapted, Args):
+            args, kwargs = adapted.args, adapted.kwargs
+        else:
+            args, kwargs = (adapted,), {}
+    return fn, args, kwargs
+
+
+def call_timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``fn`` marked as shadow; module level so a process pool can pickle it.
+
+    Returns ``("ok", value, duration)`` or ``("error", (type, message), duration)``: the error
+    travels as text because exceptions do not always pickle.
+    """
+    _IN_SHADOW.set(True)
+    start = time.perf_counter()
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - the candidate's own thread: record, never raise
+        return "error", error_of(exc), time.perf_counter() - start
+    return "ok", value, time.perf_counter() - start
+
+
+def observation(outcome: tuple[str, Any, float]) -> Observation:
+    status, payload, duration = outcome
+    if status == "ok":
+        return Observation("ok", payload, None, duration)
+    return Observation("error", None, payload, duration)
+
+
+def run_in_thread(job: Job) -> Observation:
+    """Run the job's candidate in the calling (worker) thread, inside the job's context copy."""
+    start = time.perf_counter()
+    try:
+        fn, args, kwargs = job.ctx.run(prepare_call, job)
+    except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
+        return Observation("error", None, error_of(exc), time.perf_counter() - start)
+    executor = job.exp._executor
+    if executor is not None:
+        return _run_in_executor(job, executor, fn, args, kwargs)
+    outcome = job.ctx.run(call_timed, fn, args, kwargs)
+    if outcome[0] == "ok" and asyncio.iscoroutine(outcome[1]):
+        # An async candidate of a sync live function: run it on the background loop, holding
+        # this worker (and so a concurrency slot) until it ends.
+        return _run_on_background_loop(job, outcome[1])
+    return observation(outcome)
+
+
+def _run_in_executor(
+    job: Job,
+    executor: Executor,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Observation:
+    start = time.perf_counter()
+    try:
+        future = job.ctx.run(executor.submit, call_timed, fn, args, kwargs)
+        job.cancel = future.cancel
+        outcome = future.result()
+    except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
+        return Observation("error", None, error_of(exc), time.perf_counter() - start)
+    if outcome[0] == "ok" and asyncio.iscoroutine(outcome[1]):
+        outcome[1].close()
+        return Observation(
+            "error", None, ("TypeError", "an executor cannot await a coroutine"), outcome[2]
+        )
+    return observation(outcome)
+
+
+def _run_on_background_loop(job: Job, coro: Coroutine[Any, Any, Any]) -> Observation:
+    start = time.perf_counter()
+    try:
+        future = asyncio.run_coroutine_threadsafe(_marked(coro), background_loop())
+        job.cancel = future.cancel
+        value = future.result()
+    except BaseException as exc:  # noqa: BLE001 - the candidate's own error, recorded
+        return Observation("error", None, error_of(exc), time.perf_counter() - start)
+    return Observation("ok", value, None, time.perf_counter() - start)
+
+
+async def _marked(coro: Coroutine[Any, Any, Any]) -> Any:
+    _IN_SHADOW.set(True)
+    return await coro
+
+
+# --------------------------------------------------------------------------------------------
+# Lanes: per-experiment worker threads
+
+
+class Lane:
+    """An experiment's bounded share of the worker pool.
+
+    ``waiting`` counts jobs admitted but not yet started (their live call may still run), and
+    is bounded by ``max_queue``; at most ``max_concurrency`` threads run candidates.  All
+    counters are guarded by the experiment's lock.
+    """
+
+    def __init__(self, exp: Experiment) -> None:
+        self.exp = exp
+        self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.waiting = 0
+        self.queued = 0
+        self.threads = 0
+        self.idle = 0
+        self.running: set[Job] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self.semaphores = weakref.WeakKeyDictionary()
+
+    def put(self, job: Job) -> None:
+        """Enqueue a job whose live call has ended (called on the live path)."""
+        exp = self.exp
+        job.enqueued_at = time.perf_counter()
+        with exp._lock:
+            self.queue.put(job)
+            self.queued += 1
+            start = self.queued > self.idle and self.threads < exp._max_concurrency
+            if start:
+                self.threads += 1
+                self.idle += 1
+        if start:
+            thread = threading.Thread(
+                target=self._work, name=f"shadowdeco-{exp.name}", daemon=True
+            )
+            thread.start()
+
+    def _work(self) -> None:
+        exp = self.exp
+        lock = exp._lock
+        while True:
+            try:
+                job = self.queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with lock:
+                    if self.queued == 0:
+                        self.threads -= 1
+                        self.idle -= 1
+                        return
+                continue
+            with lock:
+                if job is None:  # told to stop (close / shutdown)
+                    self.threads -= 1
+                    self.idle -= 1
+                    return
+                self.queued -= 1
+                self.idle -= 1
+                self.waiting -= 1
+                if job.state != OPEN:  # settled while it waited (close)
+                    self.idle += 1
+                    continue
+                self.running.add(job)
+            try:
+                job.queue_s = time.perf_counter() - job.enqueued_at
+                timer.schedule(job)
+                obs = run_in_thread(job)
+                exp._deliver(job, obs)
+            finally:
+                with lock:
+                    self.running.discard(job)
+                    self.idle += 1
+
+    def stop_threads(self) -> None:
+        """Ask every idle worker to end; busy ones end after their job."""
+        with self.exp._lock:
+            threads = self.threads
+        for _ in range(threads):
+            self.queue.put(None)
+
+    def drain(self) -> list[Job]:
+        """Every job not yet settled: queued, running, and async tasks'."""
+        jobs: list[Job] = []
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                jobs.append(job)
+                with self.exp._lock:
+                    self.queued -= 1
+                    self.waiting -= 1
+        with self.exp._lock:
+            jobs.extend(self.running)
+        return jobs
+
+    def reset_after_fork(self) -> None:
+        self.queue = queue.SimpleQueue()
+        self.waiting = self.queued = self.threads = self.idle = 0
+        self.running = set()
+        self.tasks = set()
+        self.semaphores = weakref.WeakKeyDictionary()
+
+
+# --------------------------------------------------------------------------------------------
+# Async candidates of async live functions: referenced tasks on the caller's loop
+
+
+def start_task(job: Job, loop: asyncio.AbstractEventLoop) -> None:
+    """Run an async candidate as a task on the caller's running loop (live path: only spawns)."""
+    lane = job.exp._lane
+    job.enqueued_at = time.perf_counter()
+    task = loop.create_task(_task_main(job, lane))
+    # The loop holds tasks only weakly: keep a reference until the task is done (DESIGN I7).
+    lane.tasks.add(task)
+    task.add_done_callback(lane.tasks.discard)
+
+
+async def _task_main(job: Job, lane: Lane) -> None:
+    exp = job.exp
+    loop = asyncio.get_running_loop()
+    semaphore = lane.semaphores.get(loop)
+    if semaphore is None:
+        semaphore = lane.semaphores[loop] = asyncio.Semaphore(exp._max_concurrency)
+    try:
+        async with semaphore:
+            with exp._lock:
+                lane.waiting -= 1
+                if job.state != OPEN:
+                    return
+            job.queue_s = time.perf_counter() - job.enqueued_at
+            await _run_task(job, exp.timeout)
+    except asyncio.CancelledError:
+        # Not our own cancellation (that one is caught in _run_task): the loop is closing
+        # under us, e.g. asyncio.run() cancelling what is left.  Count it, then let it go.
+        exp._settle_drop(job, "loop_closed")
+        raise
+
+
+async def _run_task(job: Job, timeout: float | None) -> None:
+    _IN_SHADOW.set(True)
+    start = time.perf_counter()
+    try:
+        fn, args, kwargs = prepare_call(job)
+        inner: asyncio.Future[Any] = asyncio.ensure_future(fn(*args, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 - the candidate failed before it awaited
+        job.exp._deliver(job, Observation("error", None, error_of(exc), time.perf_counter() - start))
+        return
+    done, _ = await asyncio.wait({inner}, timeout=timeout)
+    if not done:
+        job.exp._settle_timeout(job, time.perf_counter() - start)
+        # The task still holds its slot (the semaphore) until it really ends (DESIGN I8).
+        inner.cancel()
+        await asyncio.wait({inner})
+        if not inner.cancelled():
+            inner.exception()  # retrieve it, so asyncio does not log "never retrieved"
+        return
+    duration = time.perf_counter() - start
+    if inner.cancelled():
+        obs = Observation("error", None, ("CancelledError", ""), duration)
+    elif (exc := inner.exception()) is not None:
+        obs = Observation("error", None, error_of(exc), duration)
+    else:
+        obs = Observation("ok", inner.result(), None, duration)
+    job.exp._deliver(job, obs)
+
+
+# --------------------------------------------------------------------------------------------
+# The timer: settles jobs as "timeout" at their deadline
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
+        self._compact_at = 1024
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, job: Job) -> None:
+        timeout = job.exp.timeout
+        if timeout is None:
+            return
+        deadline = time.perf_counter() + timeout
+        with self._cond:
+            heap = self._heap
+            # Entries of finished jobs stay until their deadline; compact when they pile up
+            # (many fast calls under a long timeout) so memory stays bounded.
+            if len(heap) >= self._compact_at:
+                heap[:] = [entry for entry in heap if entry[2].state == OPEN]
+                heapq.heapify(heap)
+                self._compact_at = max(1024, 2 * len(heap))
+            heapq.heappush(heap, (deadline, next(self._seq), job))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="shadowdeco-timer", daemon=True
+                )
+                self._thread.start()
+            elif heap[0][2] is job:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.perf_counter()
+                    if self._heap and self._heap[0][0] <= now:
+                        _, _, job = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            if job.state == OPEN:
+                job.exp._settle_timeout(job, job.exp.timeout)
+
+    def reset_after_fork(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+timer = _Timer()
+
+
+# --------------------------------------------------------------------------------------------
+# The emitter: comparison, the result, the sinks
+
+
+class _Emitter:
+    """One thread that turns settled jobs into results and hands them to the sinks.
+
+    Bounded: past ``max_pending`` waiting results a new one is dropped as ``sink_backlog``, so
+    a slow sink cannot grow memory without bound.
+    """
+
+    def __init__(self, max_pending: int = 10_000) -> None:
+        self.max_pending = max_pending
+        self._queue: queue.SimpleQueue[tuple[Job, Observation]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def put(self, job: Job, obs: Observation) -> None:
+        with self._lock:
+            if self._pending >= self.max_pending:
+                full = True
+            else:
+                full = False
+                self._pending += 1
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="shadowdeco-emitter", daemon=True
+                    )
+                    self._thread.start()
+        if full:
+            job.exp._drop_handed(job, "sink_backlog")
+        else:
+            self._queue.put((job, obs))
+
+    def _run(self) -> None:
+        while True:
+            job, obs = self._queue.get()
+            try:
+                job.exp._emit(job, obs)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def reset_after_fork(self) -> None:
+        self.__init__(self.max_pending)  # type: ignore[misc]
+
+
+emitter = _Emitter()
+
+
+# --------------------------------------------------------------------------------------------
+# The background event loop for async candidates of sync live functions
+
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def serve() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            threading.Thread(target=serve, name="shadowdeco-loop", daemon=True).start()
+            ready.wait()
+            _loop = loop
+        return _loop
+
+
+def stop_background_loop() -> None:
+    global _loop
+    with _loop_lock:
+        loop, _loop = _loop, None
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+
+
+# --------------------------------------------------------------------------------------------
+# Fork and exit
+
+
+def after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: start from scratch, lazily."""
+    global _loop_lock, _loop
+    _loop_lock = threading.Lock()
+    _loop = None
+    timer.reset_after_fork()
+    emitter.reset_after_fork()
+    from ._experiment import _after_fork_in_child
+
+    _after_fork_in_child()
+
+
+def exit_timeout() -> float:
+    raw = os.environ.get("SHADOWDECO_EXIT_TIMEOUT", "5")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        log.warning("SHADOWDECO_EXIT_TIMEOUT=%r is not a number; using 5 s", raw)
+        return 5.0
+
+
+def _at_exit() -> None:
+    from ._experiment import shutdown
+
+    shutdown(exit_timeout())
+
+
+def _install_hooks() -> None:
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_fork_in_child)
+    atexit.register(_at_exit)
+
+
+_install_hooks()
+
