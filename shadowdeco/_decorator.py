@@ -34,14 +34,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 _perf = time.perf_counter
 
 
-class _BoundShadowWrapper(wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+class _BoundShadowWrapper(wrapt.BoundFunctionWrapper[..., Any]):
     @property
     def shadow(self) -> Experiment:
         experiment: Experiment = self._self_parent._self_experiment
         return experiment
 
 
-class _ShadowWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+class _ShadowWrapper(wrapt.FunctionWrapper[..., Any]):
     """The decorated callable; ``.shadow`` is its :class:`Experiment`."""
 
     __bound_function_wrapper__ = _BoundShadowWrapper
@@ -109,8 +109,8 @@ def shadow(
             wrapper = _async_wrapper(experiment)
         else:
             wrapper = _sync_wrapper(experiment)
-        decorated: F = _ShadowWrapper(fn, wrapper, experiment)
-        return decorated
+        decorated: Any = _ShadowWrapper(fn, wrapper, experiment)
+        return decorated  # type: ignore[no-any-return]
 
     return decorate
 
@@ -139,7 +139,9 @@ def _sync_wrapper(exp: Experiment) -> Callable[..., Any]:
 def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
     begin, submit = exp._begin, exp._submit
 
-    async def call(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if not exp._active:
             return await wrapped(*args, **kwargs)
         job = begin(instance, args, kwargs)

@@ -17,6 +17,7 @@ read of :meth:`Experiment.stats`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import copy
 import dataclasses
@@ -39,10 +40,25 @@ from concurrent.futures import Executor
 from types import MappingProxyType
 from typing import Any, Final
 
+from opentelemetry import trace
+
+from . import _result
 from . import compare as _compare
 from . import sampling as _sampling
 from ._result import Observation, ShadowResult, error_of, to_jsonable
-from ._runner import DONE, HANDED, OPEN, Job, Lane, emitter, start_task, stop_background_loop
+from ._runner import (
+    DONE,
+    FAILED,
+    HANDED,
+    OPEN,
+    Args,
+    Job,
+    Lane,
+    emitter,
+    guard,
+    start_task,
+    stop_background_loop,
+)
 from .sinks import Logging, as_emit
 
 __all__ = [
@@ -62,24 +78,6 @@ log = logging.getLogger("shadowdeco")
 _WALL_OFFSET: Final = time.time() - time.perf_counter()
 
 _NOTHING: Final = object()
-
-
-class Args:
-    """What ``adapt`` returns to call the candidate with several or keyword arguments.
-
-    >>> Args(1, 2, scale=3)
-    Args(1, 2, scale=3)
-    """
-
-    __slots__ = ("args", "kwargs")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-
-    def __repr__(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"Args({', '.join(parts)})"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -193,7 +191,7 @@ def _check_copier(value: object) -> Callable[[Any], Any] | None:
     if value is False or value is None:
         return None
     if callable(value):
-        return value  # type: ignore[no-any-return]
+        return value
     raise TypeError(f"copy_inputs must be True, False or a callable, got {value!r}")
 
 
@@ -360,7 +358,7 @@ class Experiment:
         if rate is None:
             try:
                 take = bool(self._sampler(*args, **kwargs))
-            except Exception:  # a sampler bug must not reach the caller
+            except Exception:
                 log.exception("shadowdeco: sampler of %s raised; call not sampled", self.name)
                 with self._lock:
                     self._sampler_errors += 1
@@ -380,7 +378,7 @@ class Experiment:
             lane.waiting += 1
         try:
             snap_args, snap_kwargs = _snapshot(self._copier, args, kwargs)
-        except Exception:  # an uncopyable argument: count it, serve live as usual
+        except Exception:  # noqa: BLE001 - an uncopyable argument: count it, serve live
             log.warning("shadowdeco: %s could not copy the inputs; not shadowed", self.name)
             with self._lock:
                 lane.waiting -= 1
@@ -447,7 +445,7 @@ class Experiment:
         if cancel is not None:
             try:
                 cancel()
-            except Exception:  # best effort: a future that cannot cancel keeps running
+            except Exception:
                 log.debug("shadowdeco: could not cancel a timed-out candidate", exc_info=True)
         message = f"candidate did not finish within {self.timeout} s"
         emitter.put(job, Observation("timeout", None, ("TimeoutError", message), duration))
@@ -476,34 +474,27 @@ class Experiment:
         match, score = None, None
         compare_failed = False
         if obs.status != "timeout":
-            try:
-                match, score = self._compare_arms(live, obs)
-            except Exception:  # a comparator bug: the result still goes out, match unknown
-                log.exception("shadowdeco: comparator of %s raised", self.name)
-                compare_failed = True
+            outcome = guard("comparator", self.name, self._compare_arms, live, obs)
+            compare_failed = outcome is FAILED
+            if not compare_failed:
+                match, score = outcome
         result = ShadowResult(
             experiment=self.name,
             id=uuid.uuid4().hex,
             started_at=_WALL_OFFSET + job.t0,
-            key=self._guarded("key", self._key_of, job),
+            key=job.key,
             live=live,
             candidate=obs,
             queue_s=job.queue_s,
             match=match,
             score=score,
-            inputs=self._inputs_of(job) if self.record_inputs else None,
-            context=self._guarded("context", self._context_of, job),
-            trace_id=None,
-            span_id=None,
+            inputs=job.inputs,
+            context=job.context,
+            trace_id=job.trace[0] if job.trace else None,
+            span_id=job.trace[1] if job.trace else None,
         )
-        result = _with_trace(result, job.ctx)
-        sink_errors = 0
-        for emit in self._emits if self._emits is not None else _default_emits():
-            try:
-                emit(result)
-            except Exception:  # one sink failing must not stop the others or the live path
-                sink_errors += 1
-                log.exception("shadowdeco: a sink of %s raised", self.name)
+        emits = self._emits if self._emits is not None else _default_emits()
+        sink_errors = sum(guard("sink", self.name, emit, result) is FAILED for emit in emits)
         with self._lock:
             job.state = DONE
             self._emitted += 1
@@ -521,7 +512,7 @@ class Experiment:
 
     def _compare_arms(self, live: Observation, cand: Observation) -> tuple[bool | None, Any]:
         if live.status == "ok" and cand.status == "ok":
-            outcome = self._comparator(live.value, cand.value)
+            outcome: Any = self._comparator(live.value, cand.value)  # user code: any type
             if isinstance(outcome, bool):
                 return outcome, None
             if isinstance(outcome, numbers.Real):
@@ -531,24 +522,28 @@ class Experiment:
             return _compare.errors_equal(live.error, cand.error), None
         return False, None
 
-    def _guarded(self, what: str, fn: Callable[[Job], Any], job: Job) -> Any:
-        try:
-            return fn(job)
-        except Exception:  # user code (key / context callables): log, record None
-            log.exception("shadowdeco: %s of %s raised", what, self.name)
-            return None
+    def _before_run(self, job: Job) -> None:
+        """What the result records of the call, taken before the candidate may mutate it.
 
-    def _key_of(self, job: Job) -> Any:
-        return None if self._key is None else self._key(*job.args, **job.kwargs)
-
-    def _context_of(self, job: Job) -> Mapping[str, Any] | None:
+        Runs in the caller's context copy (worker thread or task), never on the live path.
+        """
+        if self._key is not None:
+            key = guard("key", self.name, lambda: self._key(*job.args, **job.kwargs))
+            job.key = None if key is FAILED else key
         context = self._context
-        if context is None or isinstance(context, Mapping):
-            return context
-        return job.ctx.run(context)
-
-    def _inputs_of(self, job: Job) -> Mapping[str, Any]:
-        return {"args": list(job.args), "kwargs": dict(job.kwargs)}
+        if isinstance(context, Mapping):
+            job.context = context
+        elif context is not None:
+            value = guard("context", self.name, context)
+            job.context = None if value is FAILED else value
+        if self.record_inputs:
+            job.inputs = {"args": to_jsonable(job.args), "kwargs": to_jsonable(job.kwargs)}
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            job.trace = (
+                format(span_context.trace_id, "032x"),
+                format(span_context.span_id, "016x"),
+            )
 
     # -- reading and ending --------------------------------------------------------------------
 
@@ -595,18 +590,20 @@ class Experiment:
         return await loop.run_in_executor(None, self.flush, timeout)
 
     def _flush_sinks(self, timeout: float | None) -> bool:
-        ok = True
+        failed = sum(outcome is FAILED for outcome in self._call_sinks("flush", timeout))
+        if failed:
+            with self._lock:
+                self._sink_errors += failed
+        return not failed
+
+    def _call_sinks(self, method: str, *args: Any) -> list[Any]:
+        """Call an optional sink method (flush, close) on each sink that has it, guarded."""
+        outcomes = []
         for sink in self._sinks or ():
-            flush_sink = getattr(sink, "flush", None)
-            if callable(flush_sink):
-                try:
-                    flush_sink(timeout)
-                except Exception:  # a sink's flush failing is a sink error, not ours to raise
-                    ok = False
-                    log.exception("shadowdeco: flushing a sink of %s raised", self.name)
-                    with self._lock:
-                        self._sink_errors += 1
-        return ok
+            fn = getattr(sink, method, None)
+            if callable(fn):
+                outcomes.append(guard(f"sink {method}", self.name, fn, *args))
+        return outcomes
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop shadowing; flush what is pending up to ``timeout``, then drop the rest.
@@ -624,13 +621,7 @@ class Experiment:
             loop = task.get_loop()
             if not loop.is_closed():
                 loop.call_soon_threadsafe(task.cancel)
-        for sink in self._sinks or ():
-            close_sink = getattr(sink, "close", None)
-            if callable(close_sink):
-                try:
-                    close_sink()
-                except Exception:  # a sink's close failing must not stop the others
-                    log.exception("shadowdeco: closing a sink of %s raised", self.name)
+        self._call_sinks("close")
         _unregister(self)
 
     def _after_fork_in_child(self) -> None:
@@ -669,19 +660,6 @@ def _iterable(value: object) -> bool:
 def _count_of(counter: itertools.count[int]) -> int:
     # itertools.count has no read method; its repr is "count(N)".
     return int(repr(counter)[6:-1])
-
-
-def _with_trace(result: ShadowResult, ctx: contextvars.Context) -> ShadowResult:
-    from opentelemetry import trace
-
-    span_context = ctx.run(trace.get_current_span).get_span_context()
-    if not span_context.is_valid:
-        return result
-    return dataclasses.replace(
-        result,
-        trace_id=format(span_context.trace_id, "032x"),
-        span_id=format(span_context.span_id, "016x"),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -801,8 +779,6 @@ def configure(
       seconds when it changed (None stops watching); also ``SHADOWDECO_CONFIG``;
     * ``max_pending_results``: results waiting for the sinks before new ones are dropped.
     """
-    from . import _result
-
     if default_sinks is not _UNSET:
         if default_sinks is None:
             _state.default_sinks, _state.default_emits = None, None
@@ -948,10 +924,23 @@ def _after_fork_in_child() -> None:
         configure(config_file=watcher.path, config_interval=watcher.interval)
 
 
-def _configure_from_env() -> None:
-    path = os.environ.get("SHADOWDECO_CONFIG")
-    if path:
-        configure(config_file=path)
+def _exit_timeout() -> float:
+    raw = os.environ.get("SHADOWDECO_EXIT_TIMEOUT", "5")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        log.warning("shadowdeco: SHADOWDECO_EXIT_TIMEOUT=%r is not a number; using 5 s", raw)
+        return 5.0
 
 
-_configure_from_env()
+def _at_exit() -> None:
+    """Flush pending shadows at interpreter exit, up to ``SHADOWDECO_EXIT_TIMEOUT`` seconds."""
+    shutdown(_exit_timeout())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
+
+if os.environ.get("SHADOWDECO_CONFIG"):
+    configure(config_file=os.environ["SHADOWDECO_CONFIG"])

@@ -105,10 +105,12 @@ class ShadowResult:
 def error_of(exc: BaseException) -> tuple[str, str]:
     """The ``(type, message)`` pair by which errors are recorded and compared."""
     cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
     try:
         message = str(exc)
-    except Exception:  # a broken __str__ must not lose the error itself
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error itself
         message = f"<unprintable {cls.__qualname__}>"
     return name, message
 
@@ -117,8 +119,9 @@ def _serialize(value: Any, serializer: Serializer | None) -> Any:
     convert = serializer or default_serializer[0]
     try:
         return convert(value)
-    except Exception as exc:  # a serializer bug must not lose the result: say what happened
-        return {"$type": _type_name(value), "$error": "%s: %s" % error_of(exc)}
+    except Exception as exc:  # noqa: BLE001 - a serializer bug must not lose the result
+        kind, message = error_of(exc)
+        return {"$type": _type_name(value), "$error": f"{kind}: {message}"}
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
@@ -177,7 +180,7 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
         if callable(dump):
             try:
                 return to_jsonable(dump(), depth)
-            except Exception:  # a broken dump method: fall through to repr
+            except Exception:  # noqa: BLE001 - a broken dump method: fall back to repr
                 break
     return {"$type": _type_name(value), "$repr": _safe_repr(value)}
 
@@ -207,6 +210,6 @@ def _type_name(value: Any) -> str:
 def _safe_repr(value: Any, limit: int = 1000) -> str:
     try:
         text = repr(value)
-    except Exception:  # a broken __repr__ still leaves the type on record
+    except Exception:  # noqa: BLE001 - a broken __repr__ still leaves the type on record
         return f"<unrepresentable {_type_name(value)}>"
     return text if len(text) <= limit else text[:limit] + "…"

@@ -17,7 +17,6 @@ Threads:
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextvars
 import heapq
 import itertools
@@ -36,7 +35,7 @@ from ._result import Observation, error_of
 if TYPE_CHECKING:
     from ._experiment import Experiment
 
-__all__ = ["Job", "Lane", "in_shadow"]
+__all__ = ["FAILED", "Args", "Job", "Lane", "guard", "in_shadow"]
 
 log = logging.getLogger("shadowdeco")
 
@@ -52,9 +51,45 @@ HANDED: Final = 1  # given to the emitter, which will count it as emitted or dro
 DONE: Final = 2
 
 
+#: What :func:`guard` returns when the guarded call raised.
+FAILED: Final[Any] = object()
+
+
+def guard(operation: str, experiment: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a piece of user code on the shadow side (comparator, sink, key, context).
+
+    The one broad guard: whatever ``fn`` raises is logged with the operation and experiment,
+    and :data:`FAILED` is returned for the caller to count.  Candidates have their own, wider
+    guards (they may raise BaseException too).
+    """
+    try:
+        return fn(*args)
+    except Exception:
+        log.exception("shadowdeco: %s of experiment %r raised", operation, experiment)
+        return FAILED
+
+
 def in_shadow() -> bool:
     """True while shadowdeco runs a candidate (and in what the candidate calls)."""
     return _IN_SHADOW.get(False)
+
+
+class Args:
+    """What ``adapt`` returns to call the candidate with several or keyword arguments.
+
+    >>> Args(1, 2, scale=3)
+    Args(1, 2, scale=3)
+    """
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"Args({', '.join(parts)})"
 
 
 class Job:
@@ -64,19 +99,22 @@ class Job:
         "args",
         "cancel",
         "candidate",
+        "context",
         "ctx",
         "enqueued_at",
         "exp",
+        "inputs",
         "instance",
+        "key",
         "kwargs",
         "live",
         "queue_s",
-        "started_at",
         "state",
         "t0",
+        "trace",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built once per sampled call on the live path: no kwargs
         self,
         exp: Experiment,
         candidate: Any,
@@ -93,12 +131,17 @@ class Job:
         self.kwargs = kwargs
         self.ctx = ctx
         self.t0 = t0
-        self.started_at = 0.0
         self.live: Observation | None = None
         self.state = OPEN
         self.enqueued_at = 0.0
         self.queue_s: float | None = None
         self.cancel: Callable[[], object] | None = None
+        # Filled in by Experiment._before_run, in the caller's context copy, before the
+        # candidate can touch the inputs.
+        self.key: Any = None
+        self.context: Any = None
+        self.inputs: Any = None
+        self.trace: tuple[str, str] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,21 +153,25 @@ def resolve(job: Job) -> Callable[..., Any]:
     candidate = job.candidate
     if isinstance(candidate, str):
         if job.instance is None:
-            raise AttributeError(f"candidate {candidate!r} names a method, but there is no instance")
-        fn: Callable[..., Any] = getattr(job.instance, candidate)
-        return fn
-    fn = candidate
+            raise AttributeError(
+                f"candidate {candidate!r} names a method, but there is no instance"
+            )
+        method: Callable[..., Any] = getattr(job.instance, candidate)
+        return method
+    fn: Callable[..., Any] = candidate
     return fn
 
 
 def prepare_call(job: Job) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    """Resolve the candidate and apply ``adapt``; raises what the user's code raises."""
+    """Record what the result needs, resolve the candidate and apply ``adapt``.
+
+    Runs in the job's context copy; raises what the user's code raises.
+    """
+    job.exp._before_run(job)
     fn = resolve(job)
     args, kwargs = job.args, job.kwargs
     adapt = job.exp._adapt
     if adapt is not None:
-        from ._experiment import Args  # local: _experiment imports this module
-
         adapted = adapt(*args, **kwargs)
         if isinstance(adapted, Args):
             args, kwargs = adapted.args, adapted.kwargs
@@ -198,17 +245,28 @@ def _run_in_executor(
 def _run_on_background_loop(job: Job, coro: Coroutine[Any, Any, Any]) -> Observation:
     start = time.perf_counter()
     try:
-        future = asyncio.run_coroutine_threadsafe(_marked(coro), background_loop())
+        future = asyncio.run_coroutine_threadsafe(contained(coro), background_loop())
         job.cancel = future.cancel
-        value = future.result()
-    except BaseException as exc:  # noqa: BLE001 - the candidate's own error, recorded
+        outcome = future.result()
+    except BaseException as exc:  # noqa: BLE001 - cancelled at its timeout, or the loop died
         return Observation("error", None, error_of(exc), time.perf_counter() - start)
-    return Observation("ok", value, None, time.perf_counter() - start)
+    return observation((outcome[0], outcome[1], time.perf_counter() - start))
 
 
-async def _marked(coro: Coroutine[Any, Any, Any]) -> Any:
+async def contained(coro: Coroutine[Any, Any, Any]) -> tuple[str, Any]:
+    """Await a candidate coroutine, keeping what it raises inside this coroutine.
+
+    asyncio re-raises KeyboardInterrupt and SystemExit out of the event loop when a task lets
+    them escape, which would stop the caller's loop: they must never leave this frame.
+    Cancellation is the one exception that passes, so a timeout can still cancel.
+    """
     _IN_SHADOW.set(True)
-    return await coro
+    try:
+        return "ok", await coro
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - contained and recorded, never re-raised
+        return "error", error_of(exc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,9 +305,7 @@ class Lane:
                 self.threads += 1
                 self.idle += 1
         if start:
-            thread = threading.Thread(
-                target=self._work, name=f"shadowdeco-{exp.name}", daemon=True
-            )
+            thread = threading.Thread(target=self._work, name=f"shadowdeco-{exp.name}", daemon=True)
             thread.start()
 
     def _work(self) -> None:
@@ -359,26 +415,26 @@ async def _run_task(job: Job, timeout: float | None) -> None:
     start = time.perf_counter()
     try:
         fn, args, kwargs = prepare_call(job)
-        inner: asyncio.Future[Any] = asyncio.ensure_future(fn(*args, **kwargs))
+        coro = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the candidate failed before it awaited
-        job.exp._deliver(job, Observation("error", None, error_of(exc), time.perf_counter() - start))
+        job.exp._deliver(
+            job, Observation("error", None, error_of(exc), time.perf_counter() - start)
+        )
         return
+    inner = asyncio.ensure_future(contained(coro))
     done, _ = await asyncio.wait({inner}, timeout=timeout)
     if not done:
         job.exp._settle_timeout(job, time.perf_counter() - start)
         # The task still holds its slot (the semaphore) until it really ends (DESIGN I8).
         inner.cancel()
         await asyncio.wait({inner})
-        if not inner.cancelled():
-            inner.exception()  # retrieve it, so asyncio does not log "never retrieved"
         return
     duration = time.perf_counter() - start
     if inner.cancelled():
         obs = Observation("error", None, ("CancelledError", ""), duration)
-    elif (exc := inner.exception()) is not None:
-        obs = Observation("error", None, error_of(exc), duration)
     else:
-        obs = Observation("ok", inner.result(), None, duration)
+        status, payload = inner.result()
+        obs = observation((status, payload, duration))
     job.exp._deliver(job, obs)
 
 
@@ -475,6 +531,10 @@ class _Emitter:
             job, obs = self._queue.get()
             try:
                 job.exp._emit(job, obs)
+            except Exception:
+                log.exception("shadowdeco: emitting a result of %s failed", job.exp.name)
+                if job.state != DONE:
+                    job.exp._drop_handed(job, "internal_error")
             finally:
                 with self._lock:
                     self._pending -= 1
@@ -520,41 +580,20 @@ def stop_background_loop() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Fork and exit
+# Fork
 
 
-def after_fork_in_child() -> None:
-    """A forked child has none of the parent's threads: start from scratch, lazily."""
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: start from scratch, lazily.
+
+    Runs before the experiments' own hook (registered later, by _experiment).
+    """
     global _loop_lock, _loop
     _loop_lock = threading.Lock()
     _loop = None
     timer.reset_after_fork()
     emitter.reset_after_fork()
-    from ._experiment import _after_fork_in_child
-
-    _after_fork_in_child()
 
 
-def exit_timeout() -> float:
-    raw = os.environ.get("SHADOWDECO_EXIT_TIMEOUT", "5")
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        log.warning("SHADOWDECO_EXIT_TIMEOUT=%r is not a number; using 5 s", raw)
-        return 5.0
-
-
-def _at_exit() -> None:
-    from ._experiment import shutdown
-
-    shutdown(exit_timeout())
-
-
-def _install_hooks() -> None:
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=after_fork_in_child)
-    atexit.register(_at_exit)
-
-
-_install_hooks()
-
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

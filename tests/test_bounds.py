@@ -1,0 +1,225 @@
+"""I3 Never blocks, I4 Accounting, I8 Timeouts: bounded work, exact counts, timely timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from helpers import Gate, assert_adds_up
+
+from shadowdeco import shadow, sinks
+
+
+def test_live_returns_while_the_candidate_is_still_running() -> None:
+    """The caller gets its answer before a blocked candidate is released."""
+    gate = Gate()
+    memory = sinks.Memory()
+
+    @shadow(candidate=gate, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    assert predict(1) == 1  # would deadlock here if live waited on the candidate
+    assert gate.wait_entered()
+    assert predict.shadow.stats().in_flight == 1
+    gate.release.set()
+    assert predict.shadow.flush(10)
+    assert memory.results[0].candidate.value == "gate"
+
+
+def test_past_the_bound_samples_are_dropped_and_counted() -> None:
+    """max_concurrency run, max_queue wait, the rest is dropped as queue_full."""
+    gate = Gate()
+
+    @shadow(candidate=gate, max_concurrency=2, max_queue=3, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    predict(0)
+    predict(1)
+    assert gate.wait_entered(2)  # both workers busy: the next ones must queue
+    for i in range(2, 12):
+        assert predict(i) == i
+    stats = predict.shadow.stats()
+    assert stats.sampled == 12
+    assert dict(stats.dropped) == {"queue_full": 7}
+    assert stats.in_flight == 5
+    assert_adds_up(stats)
+    gate.release.set()
+    assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.in_flight) == (5, 0)
+    assert_adds_up(stats)
+
+
+def test_concurrency_never_exceeds_the_bound() -> None:
+    """No more than max_concurrency candidates of one experiment run at once."""
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    release = threading.Event()
+
+    def candidate(x: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        release.wait(0.05 if x % 2 else 0)
+        with lock:
+            running -= 1
+        return x
+
+    @shadow(candidate=candidate, max_concurrency=3, max_queue=10_000, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    threads = [threading.Thread(target=lambda: [predict(i) for i in range(50)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    release.set()
+    assert predict.shadow.flush(20)
+    assert 1 <= peak <= 3
+    assert predict.shadow.stats().emitted == 200
+
+
+def test_a_timeout_is_reported_at_the_deadline_while_the_thread_still_counts() -> None:
+    """A hung candidate yields a timeout result, and keeps its slot until it really ends."""
+    gate = Gate()
+    memory = sinks.Memory()
+    second = threading.Event()
+
+    def candidate(x: int) -> str:
+        if x == 0:
+            return gate(x)
+        second.set()
+        return "second"
+
+    @shadow(candidate=candidate, timeout=0.2, max_concurrency=1, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    predict(0)
+    assert gate.wait_entered()
+    (result,) = memory.wait(1, timeout=10)  # the timeout result arrives while the gate is shut
+    assert result.candidate.status == "timeout"
+    assert result.candidate.error is not None
+    assert result.candidate.error[0] == "TimeoutError"
+    assert result.match is None
+    assert not gate.finished.is_set()
+    predict(1)  # its only worker is still held by the hung candidate
+    assert not second.wait(0.3)
+    stats = predict.shadow.stats()
+    assert (stats.timeouts, stats.in_flight) == (1, 1)
+    gate.release.set()  # the hung one ends; the slot frees; the second runs
+    assert second.wait(10)
+    assert predict.shadow.flush(10)
+    assert [r.candidate.status for r in memory.results] == ["timeout", "ok"]
+    assert_adds_up(predict.shadow.stats())
+
+
+def test_an_async_candidate_times_out_and_is_cancelled() -> None:
+    """An async candidate past its timeout yields a timeout result and is cancelled."""
+    memory = sinks.Memory()
+    cancelled = threading.Event()
+
+    async def candidate(x: int) -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return x
+
+    @shadow(candidate=candidate, timeout=0.1, sinks=[memory])
+    async def predict(x: int) -> int:
+        return x
+
+    async def main() -> int:
+        value = await predict(7)
+        assert await predict.shadow.aflush(10)
+        return value
+
+    assert asyncio.run(main()) == 7
+    (result,) = memory.results
+    assert result.candidate.status == "timeout"
+    assert cancelled.is_set()
+
+
+def test_stats_add_up_at_every_read_under_load() -> None:
+    """Read concurrently with 4 calling threads, stats() always conserves."""
+    stop = threading.Event()
+    reads: list[Any] = []
+
+    def candidate(x: int) -> int:
+        if x % 7 == 0:
+            raise ValueError(x)
+        return x
+
+    @shadow(candidate=candidate, max_queue=50, sinks=[lambda r: None])
+    def predict(x: int) -> int:
+        return x
+
+    def reader() -> None:
+        while not stop.is_set():
+            reads.append(predict.shadow.stats())
+
+    r = threading.Thread(target=reader)
+    r.start()
+    callers = [threading.Thread(target=lambda: [predict(i) for i in range(2000)]) for _ in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert predict.shadow.flush(20)
+    stop.set()
+    r.join()
+    assert len(reads) > 10
+    for stats in reads:
+        assert_adds_up(stats)
+    final = predict.shadow.stats()
+    assert final.sampled == 8000
+    assert final.in_flight == 0
+    assert final.emitted + sum(final.dropped.values()) == 8000
+    assert set(final.dropped) <= {"queue_full"}
+
+
+def test_close_drops_what_cannot_finish_as_shutdown() -> None:
+    """close() flushes up to its deadline and counts the rest as shutdown."""
+    gate = Gate()
+
+    @shadow(candidate=gate, max_concurrency=1, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(3):
+        predict(i)
+    assert gate.wait_entered()
+    predict.shadow.close(timeout=0.05)
+    stats = predict.shadow.stats()
+    assert dict(stats.dropped) == {"shutdown": 3}
+    assert stats.in_flight == 0
+    assert predict(9) == 9  # closed: live only
+    assert predict.shadow.stats().sampled == 3
+    gate.release.set()
+
+
+@pytest.mark.parametrize("sample", [0.0, 0.25])
+def test_skipped_calls_are_counted(sample: float) -> None:
+    """Calls not sampled are counted as skipped, and sampled + skipped = calls."""
+
+    @shadow(candidate=lambda x: x, sample=sample, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(400):
+        predict(i)
+    stats = predict.shadow.stats()
+    assert stats.sampled + stats.skipped == 400
+    if sample == 0.0:
+        assert stats.sampled == 0
+    else:
+        assert 40 < stats.sampled < 200

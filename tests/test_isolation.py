@@ -1,0 +1,232 @@
+"""I2 Isolation: nothing on the shadow side changes, reaches or blocks the live path."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from helpers import KINDS, MODES, assert_adds_up, build
+
+from shadowdeco import shadow, sinks
+
+
+class CandidateBoom(Exception):
+    pass
+
+
+class Hostile(BaseException):
+    """A BaseException subclass that is not an Exception."""
+
+
+def raise_exception(*args: Any) -> Any:
+    raise CandidateBoom("candidate failed")
+
+
+def raise_keyboard_interrupt(*args: Any) -> Any:
+    raise KeyboardInterrupt
+
+
+def raise_system_exit(*args: Any) -> Any:
+    raise SystemExit(3)
+
+
+def raise_base_exception(*args: Any) -> Any:
+    raise Hostile("hostile")
+
+
+def recurse_forever(*args: Any) -> Any:
+    return recurse_forever(*args)
+
+
+def return_unserializable(*args: Any) -> Any:
+    return threading.Lock()
+
+
+def mutate_arguments(data: Any) -> Any:
+    data["items"].append("from candidate")
+    data.clear()
+    return None
+
+
+HOSTILE = {
+    "exception": (raise_exception, "test_isolation.CandidateBoom"),
+    "keyboard_interrupt": (raise_keyboard_interrupt, "KeyboardInterrupt"),
+    "system_exit": (raise_system_exit, "SystemExit"),
+    "base_exception": (raise_base_exception, "test_isolation.Hostile"),
+    "recursion": (recurse_forever, "RecursionError"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_candidate_errors_never_reach_the_caller(kind: str, mode: str, name: str) -> None:
+    """Whatever the candidate raises stays in its own thread and is recorded."""
+    candidate, error_type = HOSTILE[name]
+    memory = sinks.Memory()
+    target = build(kind, mode, lambda data: "live", candidate, sinks=[memory])
+    assert target({"items": []}) == "live"
+    assert target.experiment.flush(10)
+    (result,) = memory.results
+    assert result.candidate.status == "error"
+    assert result.candidate.error is not None
+    assert result.candidate.error[0] == error_type
+    assert result.match is False
+    stats = target.experiment.stats()
+    assert stats.candidate_errors == 1
+    assert_adds_up(stats)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_candidate_mutations_are_invisible_to_live(kind: str, mode: str) -> None:
+    """The candidate mutates its copy; the caller's object is untouched."""
+    seen: list[Any] = []
+
+    def live(data: Any) -> str:
+        seen.append(repr(data))
+        return "live"
+
+    target = build(kind, mode, live, mutate_arguments, sinks=[])
+    data = {"items": [1, 2]}
+    assert target(data) == "live"
+    target.experiment.flush(10)
+    assert data == {"items": [1, 2]}
+    assert seen == ["{'items': [1, 2]}"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unserializable_values_are_recorded_not_lost(mode: str) -> None:
+    """A value JSON cannot hold is spelled out in to_dict(), not dropped."""
+    memory = sinks.Memory()
+    target = build("function", mode, lambda x: 1, return_unserializable, sinks=[memory])
+    target(1)
+    target.experiment.flush(10)
+    (result,) = memory.results
+    value = result.to_dict()["candidate"]["value"]
+    assert value["$type"] == "_thread.lock"
+    assert "$repr" in value
+
+
+def test_comparator_errors_are_counted_and_the_result_still_goes_out() -> None:
+    """A raising comparator leaves match unknown, counts the error, emits the result."""
+    memory = sinks.Memory()
+
+    def broken(live: Any, candidate: Any) -> bool:
+        raise ValueError("comparator bug")
+
+    @shadow(candidate=lambda x: x, compare=broken, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    assert predict(3) == 3
+    predict.shadow.flush(10)
+    (result,) = memory.results
+    assert result.match is None
+    stats = predict.shadow.stats()
+    assert (stats.compare_errors, stats.emitted) == (1, 1)
+
+
+def test_a_raising_sink_does_not_stop_the_next_sink() -> None:
+    """Sink errors are counted; the other sinks still get every result."""
+    memory = sinks.Memory()
+
+    def broken(result: Any) -> None:
+        raise OSError("disk full")
+
+    @shadow(candidate=lambda x: x, sinks=[broken, memory])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(20):
+        assert predict(i) == i
+    predict.shadow.flush(10)
+    assert len(memory) == 20
+    stats = predict.shadow.stats()
+    assert (stats.sink_errors, stats.emitted) == (20, 20)
+    assert_adds_up(stats)
+
+
+def test_a_raising_sampler_skips_the_call() -> None:
+    """A sampler that raises leaves the call unsampled and counts the error."""
+
+    def sampler(x: int) -> bool:
+        raise RuntimeError("sampler bug")
+
+    @shadow(candidate=lambda x: x, sample=sampler, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    assert predict(1) == 1
+    stats = predict.shadow.stats()
+    assert (stats.sampled, stats.skipped, stats.sampler_errors) == (0, 1, 1)
+
+
+def test_key_and_context_errors_are_recorded_as_none() -> None:
+    """key= and context= callables that raise leave those fields None."""
+    memory = sinks.Memory()
+
+    def bad(*args: Any) -> Any:
+        raise KeyError("nope")
+
+    @shadow(candidate=lambda x: x, key=bad, context=bad, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    assert predict(1) == 1
+    predict.shadow.flush(10)
+    (result,) = memory.results
+    assert (result.key, result.context) == (None, None)
+
+
+def test_uncopyable_inputs_are_dropped_and_counted() -> None:
+    """An argument deepcopy cannot copy serves live and is dropped as copy_failed."""
+
+    class Uncopyable:
+        def __deepcopy__(self, memo: Any) -> Any:
+            raise TypeError("no copies")
+
+    @shadow(candidate=lambda x: x, sinks=[])
+    def predict(x: Any) -> str:
+        return "live"
+
+    assert predict(Uncopyable()) == "live"
+    stats = predict.shadow.stats()
+    assert dict(stats.dropped) == {"copy_failed": 1}
+    assert_adds_up(stats)
+
+
+def test_missing_candidate_method_is_counted_not_raised() -> None:
+    """A candidate method name missing on the instance is recorded at the first call."""
+    memory = sinks.Memory()
+
+    class Model:
+        @shadow(candidate="does_not_exist", sinks=[memory])
+        def predict(self, x: int) -> int:
+            return x
+
+    assert Model().predict(4) == 4
+    Model.predict.shadow.flush(10)
+    (result,) = memory.results
+    assert result.candidate.status == "error"
+    assert result.candidate.error is not None
+    assert result.candidate.error[0] == "AttributeError"
+    assert Model.predict.shadow.stats().candidate_errors == 1
+
+
+def test_candidate_returning_a_coroutine_is_awaited_in_the_background() -> None:
+    """A sync live function with an async candidate gets the awaited value."""
+    memory = sinks.Memory()
+
+    async def candidate(x: int) -> int:
+        return x + 1
+
+    @shadow(candidate=candidate, sinks=[memory])
+    def predict(x: int) -> int:
+        return x + 1
+
+    assert predict(1) == 2
+    predict.shadow.flush(10)
+    (result,) = memory.results
+    assert (result.candidate.status, result.candidate.value, result.match) == ("ok", 2, True)

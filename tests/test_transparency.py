@@ -1,0 +1,155 @@
+"""I1 Transparency: the decorated callable behaves exactly as the undecorated one."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import pytest
+from helpers import KINDS, MODES, build
+
+from shadowdeco import shadow, sinks
+
+SENTINEL = object()
+
+
+class LiveError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("sample", [1.0, 0.0])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_returns_the_very_object(kind: str, mode: str, sample: float) -> None:
+    """Sampled or not, the caller gets the very object live returned."""
+    memory = sinks.Memory()
+    target = build(kind, mode, lambda x: SENTINEL, lambda x: "other", sample=sample, sinks=[memory])
+    assert target(1) is SENTINEL
+    target.experiment.flush(10)
+    assert len(memory) == (1 if sample else 0)
+
+
+@pytest.mark.parametrize("sample", [1.0, 0.0])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_raises_the_very_exception(kind: str, mode: str, sample: float) -> None:
+    """Sampled or not, the caller gets the very exception live raised, and the shadow ran."""
+    error = LiveError("live failed")
+    memory = sinks.Memory()
+
+    def live(x: Any) -> Any:
+        raise error
+
+    target = build(kind, mode, live, lambda x: 1, sample=sample, sinks=[memory])
+    with pytest.raises(LiveError) as excinfo:
+        target(1)
+    assert excinfo.value is error
+    target.experiment.flush(10)
+    if sample:
+        (result,) = memory.results
+        assert result.live.status == "error"
+        assert result.live.error == ("test_transparency.LiveError", "live failed")
+        assert result.match is False
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_disabled_experiment_is_a_pass_through(kind: str, mode: str) -> None:
+    """A disabled experiment returns live's object and records nothing."""
+    memory = sinks.Memory()
+    target = build(kind, mode, lambda x: SENTINEL, lambda x: 1, enabled=False, sinks=[memory])
+    assert target(1) is SENTINEL
+    stats = target.experiment.stats()
+    assert (stats.sampled, stats.skipped, len(memory)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_arguments_reach_live_unchanged(kind: str, mode: str) -> None:
+    """Positional and keyword arguments reach live as the caller passed them."""
+    seen: list[Any] = []
+    payload = {"a": [1, 2]}
+
+    def live(*args: Any, **kwargs: Any) -> None:
+        seen.append((args, kwargs))
+
+    target = build(kind, mode, live, lambda *a, **k: None, sinks=[])
+    target(payload, 2, flag=True)
+    ((args, kwargs),) = seen
+    assert args[0] is payload
+    assert args[1:] == (2,)
+    assert kwargs == {"flag": True}
+
+
+def plain(features: dict[str, float], *, scale: float = 1.0) -> float:
+    """Score the features."""
+    return sum(features.values()) * scale
+
+
+async def plain_async(features: dict[str, float], *, scale: float = 1.0) -> float:
+    """Score the features, asynchronously."""
+    return sum(features.values()) * scale
+
+
+@pytest.mark.parametrize("fn", [plain, plain_async])
+def test_metadata_survives(fn: Any) -> None:
+    """Name, qualified name, doc, module, signature and coroutine-ness survive."""
+    decorated = shadow(candidate=fn, sinks=[])(fn)
+    assert decorated.__name__ == fn.__name__
+    assert decorated.__qualname__ == fn.__qualname__
+    assert decorated.__doc__ == fn.__doc__
+    assert decorated.__module__ == fn.__module__
+    assert decorated.__wrapped__ is fn
+    assert inspect.signature(decorated) == inspect.signature(fn)
+    assert inspect.iscoroutinefunction(decorated) == inspect.iscoroutinefunction(fn)
+
+
+def test_methods_bind_like_methods() -> None:
+    """Instance, class and static methods bind as the undecorated ones do."""
+
+    class Model:
+        factor = 3
+
+        def __init__(self) -> None:
+            self.factor = 2
+
+        @shadow(candidate="v2", sinks=[])
+        def predict(self, x: int) -> int:
+            return x * self.factor
+
+        def v2(self, x: int) -> int:
+            return x * self.factor
+
+        @shadow(candidate=lambda x: x, sinks=[])
+        @classmethod
+        def build(cls, x: int) -> int:
+            return x * cls.factor
+
+        @shadow(candidate=lambda x: x, sinks=[])
+        @staticmethod
+        def helper(x: int) -> int:
+            return x + 1
+
+    model = Model()
+    assert model.predict(5) == 10
+    assert Model.predict(model, 5) == 10
+    assert Model.build(5) == 15
+    assert model.build(5) == 15
+    assert Model.helper(1) == 2
+    assert model.helper(1) == 2
+    assert inspect.ismethod(model.predict) or callable(model.predict)
+    assert model.predict.shadow is Model.__dict__["predict"].shadow
+    assert inspect.signature(model.predict) == inspect.signature(functools.partial(Model.v2, model))
+
+
+def test_shadow_attribute_on_bound_method() -> None:
+    """``.shadow`` works on the function and on its bound methods."""
+
+    class Model:
+        @shadow(candidate=lambda x: x, name="bound", sinks=[])
+        def predict(self, x: int) -> int:
+            return x
+
+    assert Model().predict.shadow.name == "bound"
+    assert Model.predict.shadow.name == "bound"
