@@ -40,8 +40,6 @@ from concurrent.futures import Executor
 from types import MappingProxyType
 from typing import Any, Final
 
-from opentelemetry import trace
-
 from . import _result
 from . import compare as _compare
 from . import sampling as _sampling
@@ -538,12 +536,6 @@ class Experiment:
             job.context = None if value is FAILED else value
         if self.record_inputs:
             job.inputs = {"args": to_jsonable(job.args), "kwargs": to_jsonable(job.kwargs)}
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            job.trace = (
-                format(span_context.trace_id, "032x"),
-                format(span_context.span_id, "016x"),
-            )
 
     # -- reading and ending --------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Final
 
+from opentelemetry import trace
+
 from ._result import Observation, error_of
 
 if TYPE_CHECKING:
@@ -204,20 +206,50 @@ def observation(outcome: tuple[str, Any, float]) -> Observation:
 
 def run_in_thread(job: Job) -> Observation:
     """Run the job's candidate in the calling (worker) thread, inside the job's context copy."""
-    start = time.perf_counter()
-    try:
-        fn, args, kwargs = job.ctx.run(prepare_call, job)
-    except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
-        return Observation("error", None, error_of(exc), time.perf_counter() - start)
-    executor = job.exp._executor
-    if executor is not None:
-        return _run_in_executor(job, executor, fn, args, kwargs)
-    outcome = job.ctx.run(call_timed, fn, args, kwargs)
-    if outcome[0] == "ok" and asyncio.iscoroutine(outcome[1]):
-        # An async candidate of a sync live function: run it on the background loop, holding
-        # this worker (and so a concurrency slot) until it ends.
-        return _run_on_background_loop(job, outcome[1])
-    return observation(outcome)
+    obs: Observation = job.ctx.run(_run_in_context, job)
+    return obs
+
+
+def _run_in_context(job: Job) -> Observation:
+    with shadow_span(job) as span:
+        start = time.perf_counter()
+        try:
+            fn, args, kwargs = prepare_call(job)
+        except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
+            obs = Observation("error", None, error_of(exc), time.perf_counter() - start)
+        else:
+            executor = job.exp._executor
+            if executor is not None:
+                obs = _run_in_executor(job, executor, fn, args, kwargs)
+            else:
+                outcome = call_timed(fn, args, kwargs)
+                if outcome[0] == "ok" and asyncio.iscoroutine(outcome[1]):
+                    # An async candidate of a sync live function: run it on the background
+                    # loop, holding this worker (so a concurrency slot) until it ends.
+                    obs = _run_on_background_loop(job, outcome[1])
+                else:
+                    obs = observation(outcome)
+        span.set_attribute("shadowdeco.candidate.status", obs.status)
+        return obs
+
+
+_tracer = trace.get_tracer("shadowdeco")
+
+
+def shadow_span(job: Job) -> Any:
+    """The candidate's span: a child of the live call's span, marked as shadow (DESIGN I6).
+
+    Records the live span's ids on the job first: the result links to the live call.
+    """
+    live = trace.get_current_span().get_span_context()
+    if live.is_valid:
+        job.trace = (format(live.trace_id, "032x"), format(live.span_id, "016x"))
+    return _tracer.start_as_current_span(
+        f"shadow {job.exp.name}",
+        attributes={"shadowdeco.shadow": True, "shadowdeco.experiment": job.exp.name},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
 
 
 def _run_in_executor(
@@ -229,7 +261,7 @@ def _run_in_executor(
 ) -> Observation:
     start = time.perf_counter()
     try:
-        future = job.ctx.run(executor.submit, call_timed, fn, args, kwargs)
+        future = executor.submit(call_timed, fn, args, kwargs)
         job.cancel = future.cancel
         outcome = future.result()
     except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
@@ -411,16 +443,22 @@ async def _task_main(job: Job, lane: Lane) -> None:
 
 
 async def _run_task(job: Job, timeout: float | None) -> None:
+    with shadow_span(job) as span:
+        obs = await _await_candidate(job, timeout)
+        span.set_attribute("shadowdeco.candidate.status", obs.status if obs else "timeout")
+    if obs is not None:
+        job.exp._deliver(job, obs)
+
+
+async def _await_candidate(job: Job, timeout: float | None) -> Observation | None:
+    """The candidate's observation, or None when it timed out (already settled)."""
     _IN_SHADOW.set(True)
     start = time.perf_counter()
     try:
         fn, args, kwargs = prepare_call(job)
         coro = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the candidate failed before it awaited
-        job.exp._deliver(
-            job, Observation("error", None, error_of(exc), time.perf_counter() - start)
-        )
-        return
+        return Observation("error", None, error_of(exc), time.perf_counter() - start)
     inner = asyncio.ensure_future(contained(coro))
     done, _ = await asyncio.wait({inner}, timeout=timeout)
     if not done:
@@ -428,14 +466,12 @@ async def _run_task(job: Job, timeout: float | None) -> None:
         # The task still holds its slot (the semaphore) until it really ends (DESIGN I8).
         inner.cancel()
         await asyncio.wait({inner})
-        return
+        return None
     duration = time.perf_counter() - start
     if inner.cancelled():
-        obs = Observation("error", None, ("CancelledError", ""), duration)
-    else:
-        status, payload = inner.result()
-        obs = observation((status, payload, duration))
-    job.exp._deliver(job, obs)
+        return Observation("error", None, ("CancelledError", ""), duration)
+    status, payload = inner.result()
+    return observation((status, payload, duration))
 
 
 # --------------------------------------------------------------------------------------------
