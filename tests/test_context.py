@@ -25,7 +25,7 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 def test_candidate_sees_the_callers_context(kind: str, mode: str) -> None:
     """Context variables set by the caller are visible to the candidate."""
     memory = sinks.Memory()
-    target = build(kind, mode, lambda: request_id.get(), lambda: request_id.get(), sinks=[memory])
+    target = build(kind, mode, request_id.get, request_id.get, sinks=[memory])
     token = request_id.set("req-7")
     try:
         assert target() == "req-7"

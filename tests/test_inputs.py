@@ -94,7 +94,8 @@ def test_copy_inputs_callable_customises_the_copy() -> None:
     predict([inner], 5)
     predict.shadow.flush(10)
     ((a, b),) = seen
-    assert a == [inner] and a[0] is inner  # shallow
+    assert a == [inner]
+    assert a[0] is inner  # a shallow copy
     assert b == 5
 
 
