@@ -603,12 +603,17 @@ class Experiment:
         Calls made after ``close()`` run live only.  What could not finish in time is
         counted as dropped with reason ``shutdown``.  Closing twice is harmless.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._closed = True
         self._refresh()
         self.flush(timeout)
         for job in self._lane.drain():
             self._settle_drop(job, "shutdown")
-        self._lane.stop_threads()
+        # Idle workers end at once; joining them means no thread of ours still references
+        # this experiment (its sinks, their open files) when the interpreter finalizes.
+        for worker in self._lane.stop_threads():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            worker.join(remaining)
         for task in list(self._lane.tasks):
             loop = task.get_loop()
             if not loop.is_closed():

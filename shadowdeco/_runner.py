@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
+import inspect
 import itertools
 import logging
 import os
@@ -114,6 +115,7 @@ class Job:
         "state",
         "t0",
         "trace",
+        "__weakref__",
     )
 
     def __init__(  # noqa: PLR0917 - built once per sampled call on the live path: no kwargs
@@ -318,7 +320,7 @@ class Lane:
         self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.waiting = 0
         self.queued = 0
-        self.threads = 0
+        self.workers: set[threading.Thread] = set()
         self.idle = 0
         self.running: set[Job] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -329,15 +331,17 @@ class Lane:
         """Enqueue a job whose live call has ended (called on the live path)."""
         exp = self.exp
         job.enqueued_at = time.perf_counter()
+        thread = None
         with exp._lock:
             self.queue.put(job)
             self.queued += 1
-            start = self.queued > self.idle and self.threads < exp._max_concurrency
-            if start:
-                self.threads += 1
+            if self.queued > self.idle and len(self.workers) < exp._max_concurrency:
+                thread = threading.Thread(
+                    target=self._work, name=f"shadowdeco-{exp.name}", daemon=True
+                )
+                self.workers.add(thread)
                 self.idle += 1
-        if start:
-            thread = threading.Thread(target=self._work, name=f"shadowdeco-{exp.name}", daemon=True)
+        if thread is not None:
             thread.start()
 
     def _work(self) -> None:
@@ -349,13 +353,13 @@ class Lane:
             except queue.Empty:
                 with lock:
                     if self.queued == 0:
-                        self.threads -= 1
+                        self.workers.discard(threading.current_thread())
                         self.idle -= 1
                         return
                 continue
             with lock:
                 if job is None:  # told to stop (close / shutdown)
-                    self.threads -= 1
+                    self.workers.discard(threading.current_thread())
                     self.idle -= 1
                     return
                 self.queued -= 1
@@ -368,19 +372,21 @@ class Lane:
             try:
                 job.queue_s = time.perf_counter() - job.enqueued_at
                 timer.schedule(job)
-                obs = run_in_thread(job)
-                exp._deliver(job, obs)
+                exp._deliver(job, run_in_thread(job))
             finally:
                 with lock:
                     self.running.discard(job)
                     self.idle += 1
+            # An idle worker must not keep the last job (its inputs, sinks, files) alive.
+            del job
 
-    def stop_threads(self) -> None:
-        """Ask every idle worker to end; busy ones end after their job."""
+    def stop_threads(self) -> list[threading.Thread]:
+        """Ask every worker to end (busy ones after their job); returns them, to join."""
         with self.exp._lock:
-            threads = self.threads
-        for _ in range(threads):
+            workers = list(self.workers)
+        for _ in workers:
             self.queue.put(None)
+        return workers
 
     def drain(self) -> list[Job]:
         """Every job not yet settled: queued, running, and async tasks'."""
@@ -401,7 +407,8 @@ class Lane:
 
     def reset_after_fork(self) -> None:
         self.queue = queue.SimpleQueue()
-        self.waiting = self.queued = self.threads = self.idle = 0
+        self.waiting = self.queued = self.idle = 0
+        self.workers = set()
         self.running = set()
         self.tasks = set()
         self.semaphores = weakref.WeakKeyDictionary()
@@ -460,7 +467,15 @@ async def _await_candidate(job: Job, timeout: float | None) -> Observation | Non
     except BaseException as exc:  # noqa: BLE001 - the candidate failed before it awaited
         return Observation("error", None, error_of(exc), time.perf_counter() - start)
     inner = asyncio.ensure_future(contained(coro))
-    done, _ = await asyncio.wait({inner}, timeout=timeout)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=timeout)
+    except asyncio.CancelledError:
+        # The loop is going away (asyncio.run cancels what is left): the candidate may not
+        # even have started; close it so it does not warn "never awaited".
+        inner.cancel()
+        if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            coro.close()
+        raise
     if not done:
         job.exp._settle_timeout(job, time.perf_counter() - start)
         # The task still holds its slot (the semaphore) until it really ends (DESIGN I8).
@@ -479,9 +494,15 @@ async def _await_candidate(job: Job, timeout: float | None) -> Observation | Non
 
 
 class _Timer:
+    """Settles running jobs as ``timeout`` at their deadline.
+
+    The heap holds jobs weakly: a job that finished is freed with its inputs at once, not at
+    its deadline, and nothing here keeps a user's objects alive (or unflushed) at exit.
+    """
+
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, Job]] = []
+        self._heap: list[tuple[float, int, weakref.ref[Job]]] = []
         self._seq = itertools.count()
         self._compact_at = 1024
         self._thread: threading.Thread | None = None
@@ -496,16 +517,16 @@ class _Timer:
             # Entries of finished jobs stay until their deadline; compact when they pile up
             # (many fast calls under a long timeout) so memory stays bounded.
             if len(heap) >= self._compact_at:
-                heap[:] = [entry for entry in heap if entry[2].state == OPEN]
+                heap[:] = [entry for entry in heap if _is_open(entry[2]())]
                 heapq.heapify(heap)
                 self._compact_at = max(1024, 2 * len(heap))
-            heapq.heappush(heap, (deadline, next(self._seq), job))
+            heapq.heappush(heap, (deadline, next(self._seq), weakref.ref(job)))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="shadowdeco-timer", daemon=True
                 )
                 self._thread.start()
-            elif heap[0][2] is job:
+            elif heap[0][2]() is job:
                 self._cond.notify()
 
     def _run(self) -> None:
@@ -514,14 +535,19 @@ class _Timer:
                 while True:
                     now = time.perf_counter()
                     if self._heap and self._heap[0][0] <= now:
-                        _, _, job = heapq.heappop(self._heap)
+                        job = heapq.heappop(self._heap)[2]()
                         break
                     self._cond.wait(self._heap[0][0] - now if self._heap else None)
-            if job.state == OPEN:
+            if job is not None and job.state == OPEN:
                 job.exp._settle_timeout(job, job.exp.timeout)
+            del job
 
     def reset_after_fork(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+
+def _is_open(job: Job | None) -> bool:
+    return job is not None and job.state == OPEN
 
 
 timer = _Timer()
@@ -574,6 +600,7 @@ class _Emitter:
             finally:
                 with self._lock:
                     self._pending -= 1
+            del job, obs  # while waiting, hold no result (nor what its sinks reference)
 
     def reset_after_fork(self) -> None:
         self.__init__(self.max_pending)  # type: ignore[misc]
@@ -599,7 +626,14 @@ def background_loop() -> asyncio.AbstractEventLoop:
             def serve() -> None:
                 asyncio.set_event_loop(loop)
                 loop.call_soon(ready.set)
-                loop.run_forever()
+                try:
+                    loop.run_forever()
+                finally:  # stopped by shutdown(): cancel what is left, then close
+                    tasks = asyncio.all_tasks(loop)
+                    for task in tasks:
+                        task.cancel()
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                    loop.close()
 
             threading.Thread(target=serve, name="shadowdeco-loop", daemon=True).start()
             ready.wait()

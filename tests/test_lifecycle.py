@@ -1,0 +1,210 @@
+"""I7 Lifecycle: exit flushes, fork starts fresh, async tasks are kept and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from helpers import assert_adds_up
+
+import shadowdeco
+from shadowdeco import shadow, sinks
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(source: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        check=False,
+    )
+
+
+def test_pending_results_are_flushed_at_interpreter_exit(tmp_path: Path) -> None:
+    """A program that exits with shadows pending still writes every result."""
+    proc = run_script(
+        """
+        import json, time
+        from shadowdeco import shadow
+
+        out = open("results.jsonl", "w")
+
+        def slow(x):
+            time.sleep(0.05)  # the candidate's own work, still running at exit
+            return x
+
+        @shadow(candidate=slow, sinks=[lambda r: out.write(json.dumps(r.to_dict()) + "\\n")])
+        def predict(x):
+            return x
+
+        for i in range(10):
+            predict(i)
+        print(predict.shadow.stats().emitted)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) < 10  # work really was pending when the program ended
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["candidate"]["value"] for line in lines) == list(range(10))
+
+
+def test_exit_is_not_held_up_by_a_hung_candidate(tmp_path: Path) -> None:
+    """A candidate that never ends delays exit by at most SHADOWDECO_EXIT_TIMEOUT."""
+    proc = run_script(
+        """
+        import threading
+        from shadowdeco import shadow
+
+        forever = threading.Event()
+
+        @shadow(candidate=lambda x: forever.wait(), timeout=None)
+        def predict(x):
+            return x
+
+        predict(1)
+        print("served")
+        """,
+        tmp_path,
+        SHADOWDECO_EXIT_TIMEOUT="0.2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "served"
+
+
+def test_a_forked_child_starts_fresh_and_does_not_deadlock(tmp_path: Path) -> None:
+    """After fork the child runs its own workers; the parent's pending work counts as fork."""
+    proc = run_script(
+        """
+        import os, threading, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+        from shadowdeco import shadow, sinks
+
+        memory = sinks.Memory()
+        gate = threading.Event()
+
+        def candidate(x):
+            if x == "parent":
+                gate.wait(30)
+            return x
+
+        @shadow(candidate=candidate, sinks=[memory])
+        def predict(x):
+            return x
+
+        predict("parent")  # a worker is busy and holds the experiment's state at fork
+        pid = os.fork()
+        if pid == 0:
+            ok = predict("child") == "child" and predict.shadow.flush(10)
+            stats = predict.shadow.stats()
+            ok = ok and dict(stats.dropped) == {"fork": 1} and stats.emitted == 1
+            ok = ok and [r.candidate.value for r in memory.results] == ["child"]
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        gate.set()
+        assert predict.shadow.flush(10)
+        print(os.waitstatus_to_exitcode(status), predict.shadow.stats().emitted)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "1"]
+
+
+def test_kill_switch_environment_variable(tmp_path: Path) -> None:
+    """SHADOWDECO_DISABLED=1 turns every experiment off."""
+    proc = run_script(
+        """
+        from shadowdeco import shadow
+
+        @shadow(candidate=abs, sinks=[])
+        def predict(x):
+            return x
+
+        predict(-1)
+        print(predict.shadow.stats().sampled)
+        """,
+        tmp_path,
+        SHADOWDECO_DISABLED="1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
+
+
+def test_a_loop_closed_under_pending_candidates_counts_them() -> None:
+    """asyncio.run ending with async candidates pending drops them as loop_closed."""
+
+    async def never(x: int) -> int:
+        await asyncio.Event().wait()
+        return x
+
+    @shadow(candidate=never, timeout=None, sinks=[])
+    async def predict(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        for i in range(3):
+            assert await predict(i) == i
+
+    asyncio.run(main())
+    stats = predict.shadow.stats()
+    assert dict(stats.dropped) == {"loop_closed": 3}
+    assert stats.in_flight == 0
+    assert_adds_up(stats)
+
+
+def test_async_candidate_tasks_are_referenced_until_done() -> None:
+    """A pending candidate task survives garbage collection and completes."""
+    memory = sinks.Memory()
+    release: asyncio.Event
+
+    async def candidate(x: int) -> int:
+        await release.wait()
+        return x
+
+    @shadow(candidate=candidate, sinks=[memory])
+    async def predict(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        await predict(5)
+        await asyncio.sleep(0)  # let the task start and block
+        gc.collect()
+        assert len(predict.shadow._lane.tasks) == 1
+        release.set()
+        assert await predict.shadow.aflush(10)
+
+    asyncio.run(main())
+    assert [r.candidate.value for r in memory.results] == [5]
+
+
+def test_shutdown_closes_and_forgets_every_experiment() -> None:
+    """shutdown() flushes, closes and unregisters all experiments."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=abs, name="one", sinks=[memory])
+    def one(x: int) -> int:
+        return abs(x)
+
+    one(-1)
+    assert [e.name for e in shadowdeco.experiments()] == ["one"]
+    shadowdeco.shutdown(5)
+    assert shadowdeco.experiments() == []
+    assert len(memory) == 1
+    assert one.shadow.closed
+    assert one(-2) == 2
