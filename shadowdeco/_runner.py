@@ -99,6 +99,7 @@ class Job:
     """One sampled call on its way from the live path to the sinks."""
 
     __slots__ = (
+        "__weakref__",
         "args",
         "cancel",
         "candidate",
@@ -115,7 +116,6 @@ class Job:
         "state",
         "t0",
         "trace",
-        "__weakref__",
     )
 
     def __init__(  # noqa: PLR0917 - built once per sampled call on the live path: no kwargs
