@@ -94,16 +94,16 @@ def shadow(
         "enabled": enabled,
         "executor": executor,
     }
-    if sinks is not None:
-        options["sinks"] = sinks = list(sinks)  # a generator must survive the check below
+    if isinstance(sinks, Iterable) and not isinstance(sinks, (str, bytes)):
+        options["sinks"] = list(sinks)  # a generator must survive the check below
     # Validate now, with a throwaway experiment, so errors point at the decorator line.
-    Experiment(name or "<validating>", candidate, **options)
+    Experiment("<validating>" if name is None else name, candidate, **options)
 
     def decorate(fn: F) -> F:
         function = getattr(fn, "__func__", fn)  # classmethod / staticmethod objects
         if not callable(function):
             raise TypeError(f"shadow() decorates a function, got {fn!r}")
-        exp_name = name or f"{function.__module__}.{function.__qualname__}"
+        exp_name = f"{function.__module__}.{function.__qualname__}" if name is None else name
         experiment = register(Experiment(exp_name, candidate, **options))
         if inspect.iscoroutinefunction(function):
             wrapper = _async_wrapper(experiment)

@@ -1,0 +1,93 @@
+"""executor=: candidates in any concurrent.futures.Executor, e.g. a process pool."""
+
+from __future__ import annotations
+
+import multiprocessing
+import operator
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import pytest
+from helpers import assert_adds_up
+
+import shadowdeco
+from shadowdeco import shadow, sinks
+
+
+@pytest.fixture
+def pool() -> Iterator[ProcessPoolExecutor]:
+    # spawn: forking a process that runs threads (ours, pytest's) is unsafe.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor
+
+
+def test_a_module_level_candidate_runs_in_a_process_pool(pool: ProcessPoolExecutor) -> None:
+    """The candidate runs in another process, marked as shadow there, and is compared."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=operator.mul, executor=pool, sinks=[memory])
+    def predict(a: int, b: int) -> int:
+        return a * b
+
+    @shadow(candidate=shadowdeco.in_shadow, executor=pool, sinks=[memory])
+    def where() -> bool:
+        return shadowdeco.in_shadow()
+
+    assert [predict(i, 3) for i in range(5)] == [0, 3, 6, 9, 12]
+    assert where() is False
+    assert shadowdeco.flush(60)
+    by_exp = {}
+    for r in memory.results:
+        by_exp.setdefault(r.experiment, []).append(r)
+    assert all(r.match for r in by_exp[predict.shadow.name])
+    (where_result,) = by_exp[where.shadow.name]
+    assert where_result.candidate.value is True  # in_shadow() inside the worker process
+
+
+def test_unpicklable_candidates_are_recorded_as_errors(pool: ProcessPoolExecutor) -> None:
+    """A candidate a process pool cannot pickle is a candidate error, not the caller's."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: x, executor=pool, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    assert predict(1) == 1
+    assert predict.shadow.flush(60)
+    (result,) = memory.results
+    assert result.candidate.status == "error"
+    assert result.candidate.error is not None
+    assert "pickle" in (result.candidate.error[0] + result.candidate.error[1]).lower()
+
+
+def test_a_killed_worker_process_is_a_candidate_error(pool: ProcessPoolExecutor) -> None:
+    """A candidate that kills its worker process leaves live alone and is counted."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=os._exit, executor=pool, sinks=[memory])
+    def predict(code: int) -> int:
+        return code
+
+    assert predict(3) == 3
+    assert predict.shadow.flush(60)
+    (result,) = memory.results
+    assert result.candidate.error is not None
+    assert result.candidate.error[0].endswith("BrokenProcessPool")
+    assert_adds_up(predict.shadow.stats())
+
+
+def test_any_executor_works() -> None:
+    """A ThreadPoolExecutor is an executor too."""
+    memory = sinks.Memory()
+    with ThreadPoolExecutor(2) as executor:
+
+        @shadow(candidate=abs, executor=executor, sinks=[memory])
+        def predict(x: int) -> int:
+            return abs(x)
+
+        for i in range(-5, 5):
+            predict(i)
+        assert predict.shadow.flush(10)
+    assert len(memory) == 10
+    assert all(r.match for r in memory.results)

@@ -1,0 +1,200 @@
+"""The paired result and its versioned JSON shape."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import shadowdeco
+from shadowdeco import Observation, ShadowResult, shadow, sinks, to_jsonable
+
+
+def make_result(**changes: Any) -> ShadowResult:
+    ok = Observation("ok", 1, None, 0.001)
+    base = ShadowResult(
+        experiment="e",
+        id="abc",
+        started_at=0.0,
+        key=None,
+        live=ok,
+        candidate=ok,
+        queue_s=0.0,
+        match=True,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_results_are_frozen() -> None:
+    """Results and observations cannot be changed once built."""
+    result = make_result()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.match = False  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.live.value = 2  # type: ignore[misc]
+
+
+def test_to_dict_is_the_v1_shape() -> None:
+    """to_dict() gives every field of the versioned shape, JSON-ready."""
+    error = Observation("error", None, ("ValueError", "bad"), 0.5)
+    d = make_result(candidate=error, match=False, key="u1", context={"v": 2}).to_dict()
+    assert d == {
+        "v": 1,
+        "experiment": "e",
+        "id": "abc",
+        "started_at": "1970-01-01T00:00:00+00:00",
+        "key": "u1",
+        "live": {"status": "ok", "value": 1, "error": None, "duration_s": 0.001},
+        "candidate": {
+            "status": "error",
+            "value": None,
+            "error": {"type": "ValueError", "message": "bad"},
+            "duration_s": 0.5,
+        },
+        "queue_s": 0.0,
+        "match": False,
+        "score": None,
+        "inputs": None,
+        "context": {"v": 2},
+        "trace_id": None,
+        "span_id": None,
+    }
+    json.dumps(d, allow_nan=False)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (math.nan, "NaN"),
+        (math.inf, "Infinity"),
+        (-math.inf, "-Infinity"),
+        ((1, 2), [1, 2]),
+        ({3, 1, 2}, [1, 2, 3]),
+        (frozenset({"a"}), ["a"]),
+        (b"\x00\xff", {"$bytes": "AP8="}),
+        (dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "2026-01-02T03:04:05+00:00"),
+        (dt.date(2026, 1, 2), "2026-01-02"),
+        (dt.timedelta(seconds=1.5), 1.5),
+        (decimal.Decimal("1.10"), "1.10"),
+        (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+        (Colour.RED, "red"),
+        (Path("/srv/model.pkl"), "/srv/model.pkl"),
+        (Point(1.0, 2.0), {"x": 1.0, "y": 2.0}),
+        (1 + 2j, [1.0, 2.0]),
+        ({1: "a"}, {"1": "a"}),
+        ({"nested": [{"deep": {4, 5}}]}, {"nested": [{"deep": [4, 5]}]}),
+    ],
+)
+def test_to_jsonable_converts_what_json_cannot_hold(value: Any, expected: Any) -> None:
+    """Known types are converted to JSON values."""
+    assert to_jsonable(value) == expected
+    json.dumps(to_jsonable(value), allow_nan=False)
+
+
+def test_numpy_values_are_converted() -> None:
+    """numpy arrays become lists and numpy scalars numbers."""
+    np = pytest.importorskip("numpy")
+    assert to_jsonable(np.array([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
+    assert to_jsonable(np.float32(0.5)) == 0.5
+    assert to_jsonable(np.array([np.nan])) == ["NaN"]
+    assert type(to_jsonable(np.int64(3))) is int
+
+
+def test_unknown_objects_are_spelled_out_not_dropped() -> None:
+    """An object of unknown type keeps its type and repr."""
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    assert to_jsonable(Opaque()) == {
+        "$type": "test_result.test_unknown_objects_are_spelled_out_not_dropped.<locals>.Opaque",
+        "$repr": "<opaque>",
+    }
+
+
+def test_broken_repr_and_cycles_do_not_break_serialization() -> None:
+    """A raising __repr__ and a self-referencing list still serialize."""
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert "unrepresentable" in to_jsonable(Broken())["$repr"]
+    loop: list[Any] = []
+    loop.append(loop)
+    json.dumps(to_jsonable(loop))
+
+
+def test_a_custom_serializer_can_redact() -> None:
+    """configure(serializer=...) replaces the conversion, e.g. to redact values."""
+
+    def redact(value: Any) -> Any:
+        return "<redacted>" if isinstance(value, str) else to_jsonable(value)
+
+    shadowdeco.configure(serializer=redact)
+    d = make_result(live=Observation("ok", "secret", None, 0.1)).to_dict()
+    assert d["live"]["value"] == "<redacted>"
+    assert d["candidate"]["value"] == 1
+
+
+def test_a_raising_serializer_still_leaves_a_record() -> None:
+    """A serializer that raises leaves the type and the error in place of the value."""
+
+    def broken(value: Any) -> Any:
+        raise ValueError("serializer bug")
+
+    d = make_result().to_dict(serializer=broken)
+    assert d["live"]["value"] == {"$type": "builtins.int", "$error": "ValueError: serializer bug"}
+
+
+def test_emitted_results_carry_ids_times_and_durations() -> None:
+    """Each emitted result has a unique id, a start time, both durations and a queue time."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: x, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(50):
+        predict(i)
+    predict.shadow.flush(10)
+    results = memory.results
+    assert len({r.id for r in results}) == 50
+    for r in results:
+        assert (r.live.duration or -1) >= 0
+        assert (r.candidate.duration or -1) >= 0
+        assert (r.queue_s or -1) >= 0
+        assert abs(r.started_at - dt.datetime.now().timestamp()) < 3600
+
+
+def test_a_float_comparator_gives_a_score() -> None:
+    """A comparator returning a float records a score and leaves match unknown."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: x + 1, compare=lambda a, b: abs(a - b), sinks=[memory])
+    def predict(x: float) -> float:
+        return x
+
+    predict(1.0)
+    predict.shadow.flush(10)
+    (result,) = memory.results
+    assert (result.match, result.score) == (None, 1.0)

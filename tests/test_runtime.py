@@ -1,0 +1,282 @@
+"""Runtime control: the registry, settable options, the kill switch and the config file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Gate, assert_adds_up
+
+import shadowdeco
+from shadowdeco import sampling, shadow, sinks
+
+
+def test_experiment_is_found_by_name_and_by_attribute() -> None:
+    """fn.shadow and shadowdeco.experiment(name) are the same Experiment."""
+
+    @shadow(candidate=abs, name="churn-v2", sinks=[])
+    def predict(x: int) -> int:
+        return abs(x)
+
+    assert shadowdeco.experiment("churn-v2") is predict.shadow
+    assert shadowdeco.experiments() == [predict.shadow]
+    with pytest.raises(KeyError, match=r"no experiment named 'nope'.*churn-v2"):
+        shadowdeco.experiment("nope")
+
+
+def test_default_name_is_the_module_qualified_name() -> None:
+    """Without name=, the experiment is named module.qualname."""
+
+    @shadow(candidate=abs, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    assert predict.shadow.name == (
+        "test_runtime.test_default_name_is_the_module_qualified_name.<locals>.predict"
+    )
+
+
+def test_same_name_same_settings_share_the_experiment() -> None:
+    """Decorating twice with the same name and settings shares one experiment."""
+    memory = sinks.Memory()
+    deco = shadow(candidate=abs, name="shared", sinks=[memory])
+    one = deco(lambda x: -x)
+    two = deco(lambda x: +x)
+    assert one.shadow is two.shadow
+
+
+def test_same_name_other_settings_is_an_error() -> None:
+    """A second experiment under a used name with other settings fails at decoration."""
+    shadow(candidate=abs, name="taken", sinks=[])(lambda x: x)
+    with pytest.raises(ValueError, match="name 'taken' is already used"):
+        shadow(candidate=round, name="taken", sinks=[])(lambda x: x)
+
+
+def test_enabled_can_be_switched_while_serving() -> None:
+    """enabled turns shadowing off and on at once."""
+
+    @shadow(candidate=abs, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    predict(1)
+    predict.shadow.enabled = False
+    predict(2)
+    predict.shadow.enabled = True
+    predict(3)
+    assert predict.shadow.stats().sampled == 2
+
+
+def test_sample_can_be_changed_while_serving() -> None:
+    """sample accepts a rate or a sampler at runtime, and rejects bad values."""
+
+    @shadow(candidate=abs, sample=0.0, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    predict(1)
+    predict.shadow.sample = sampling.when(lambda x: x > 10)
+    predict(5)
+    predict(50)
+    assert predict.shadow.stats().sampled == 1
+    with pytest.raises(ValueError, match=r"sample must be a rate between 0 and 1, got 2"):
+        predict.shadow.sample = 2
+    assert isinstance(predict.shadow.sample, sampling.Sampler)
+
+
+def test_candidate_swap_while_calls_are_in_flight() -> None:
+    """Calls in flight finish with the candidate they started with; new ones use the new one."""
+    memory = sinks.Memory()
+    gate = Gate()
+
+    def old(x: int) -> str:
+        gate(x)
+        return "old"
+
+    @shadow(candidate=old, max_concurrency=1, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    predict(1)
+    predict(2)  # queued behind the gate, with the old candidate
+    assert gate.wait_entered()
+    predict.shadow.candidate = lambda x: "new"
+    predict(3)
+    gate.release.set()
+    assert predict.shadow.flush(10)
+    assert sorted(r.candidate.value for r in memory.results) == ["new", "old", "old"]
+    with pytest.raises(TypeError, match="candidate must be a callable or a method name, got 3"):
+        predict.shadow.candidate = 3
+
+
+def test_swapping_candidates_from_threads_keeps_exact_accounting() -> None:
+    """Swaps racing with calls from 4 threads lose no result."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: "a", max_queue=10_000, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    def caller() -> None:
+        for i in range(500):
+            predict(i)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(200):
+        predict.shadow.candidate = (lambda x: "a") if i % 2 else (lambda x: "b")
+    for t in threads:
+        t.join()
+    assert predict.shadow.flush(20)
+    stats = predict.shadow.stats()
+    assert stats.emitted == len(memory) == 2000
+    assert {r.candidate.value for r in memory.results} <= {"a", "b"}
+    assert_adds_up(stats)
+
+
+def test_configure_disabled_is_a_kill_switch() -> None:
+    """configure(disabled=True) stops every experiment until it is lifted."""
+
+    @shadow(candidate=abs, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    shadowdeco.configure(disabled=True)
+    predict(1)
+    assert predict.shadow.stats().sampled == 0
+    shadowdeco.configure(disabled=False)
+    predict(1)
+    assert predict.shadow.stats().sampled == 1
+
+
+def test_default_sinks_apply_to_experiments_without_sinks() -> None:
+    """configure(default_sinks=...) is where experiments without sinks= send results."""
+    memory = sinks.Memory()
+    shadowdeco.configure(default_sinks=[memory])
+
+    @shadow(candidate=abs)
+    def predict(x: int) -> int:
+        return abs(x)
+
+    predict(-3)
+    predict.shadow.flush(10)
+    assert memory.results[0].candidate.value == 3
+
+
+def test_the_default_sink_logs_each_result(caplog: pytest.LogCaptureFixture) -> None:
+    """With no sinks configured, results go to the 'shadowdeco' logger, never lost."""
+
+    @shadow(candidate=abs, name="logged")
+    def predict(x: int) -> int:
+        return abs(x)
+
+    with caplog.at_level(logging.INFO, logger="shadowdeco"):
+        predict(-3)
+        predict.shadow.flush(10)
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("shadow logged")]
+    assert "match=True" in record.getMessage()
+    assert record.shadow["candidate"]["value"] == 3  # type: ignore[attr-defined]
+
+
+def test_flush_all_and_close_all() -> None:
+    """shadowdeco.flush() waits for every experiment."""
+    memory = sinks.Memory()
+    fns = [shadow(candidate=abs, name=f"e{i}", sinks=[memory])(abs) for i in range(3)]
+    for fn in fns:
+        fn(-1)
+    assert shadowdeco.flush(10)
+    assert len(memory) == 3
+
+
+def write_config(path: Path, config: Any) -> None:
+    path.write_text(config if isinstance(config, str) else json.dumps(config))
+
+
+def test_config_file_steers_experiments(tmp_path: Path) -> None:
+    """The config file sets enabled and sample, for experiments made before and after."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"a": {"enabled": False}, "b": {"sample": 0.0}}})
+
+    @shadow(candidate=abs, name="a", sinks=[])
+    def a(x: int) -> int:
+        return x
+
+    shadowdeco.configure(config_file=path)
+
+    @shadow(candidate=abs, name="b", sinks=[])
+    def b(x: int) -> int:
+        return x
+
+    assert a.shadow.enabled is False
+    assert b.shadow.sample == 0.0
+    write_config(path, {"enabled": False})
+    assert shadowdeco.reload_config()
+    a.shadow.enabled = True
+    a(1)
+    assert a.shadow.stats().sampled == 0  # the file's kill switch
+    write_config(path, {"enabled": True})
+    assert shadowdeco.reload_config()
+    a(1)
+    assert a.shadow.stats().sampled == 1
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "{not json",
+        "[]",
+        '{"experiments": {"a": {"sample": 5}}}',
+        '{"experiments": {"a": {"colour": "red"}}}',
+        '{"enabled": "yes"}',
+        '{"surprise": 1}',
+    ],
+)
+def test_a_broken_config_is_logged_and_the_last_good_one_stays(
+    tmp_path: Path, broken: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken file changes nothing and says why in the log."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"a": {"sample": 0.5}}})
+
+    @shadow(candidate=abs, name="a", sinks=[])
+    def a(x: int) -> int:
+        return x
+
+    shadowdeco.configure(config_file=path)
+    assert a.shadow.sample == 0.5
+    write_config(path, broken)
+    with caplog.at_level(logging.ERROR, logger="shadowdeco"):
+        assert shadowdeco.reload_config() is False
+    assert a.shadow.sample == 0.5
+    assert any(
+        "config file" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_the_watcher_rereads_a_changed_file(tmp_path: Path) -> None:
+    """The watcher thread applies an edited file without being asked."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"a": {"sample": 1.0}}})
+
+    @shadow(candidate=abs, name="a", sinks=[])
+    def a(x: int) -> int:
+        return x
+
+    shadowdeco.configure(config_file=path, config_interval=0.01)
+    from shadowdeco._experiment import _state
+
+    watcher = _state.config
+    assert watcher is not None
+    watcher.loaded.clear()
+    write_config(path, {"experiments": {"a": {"sample": 0.25, "enabled": True}}})
+    for _ in range(100):  # each wait ends at the watcher's next load, not after a sleep
+        assert watcher.loaded.wait(10)
+        watcher.loaded.clear()
+        if a.shadow.sample == 0.25:
+            break
+    assert a.shadow.sample == 0.25
