@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import math
+import multiprocessing.util
 import numbers
 import os
 import random
@@ -71,9 +72,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("shadowdeco")
-
-# Wall-clock time of a perf_counter() reading, so the live path reads one clock, not two.
-_WALL_OFFSET: Final = time.time() - time.perf_counter()
 
 _NOTHING: Final = object()
 
@@ -266,6 +264,7 @@ class Experiment:
         self._settled = threading.Condition(self._lock)
         self._lane = Lane(self)
         self._closed = False
+        self._generation = 0  # bumped in a forked child: older jobs are the parent's
         self._active = False
         self._reset_counters()
         self._refresh()
@@ -343,7 +342,7 @@ class Experiment:
         return self._closed
 
     def _refresh(self) -> None:
-        self._active = self._enabled and not self._closed and not _state.disabled
+        self._active = self._enabled and not self._closed and not _state.killed()
 
     # -- the live path: short and guarded ------------------------------------------------------
 
@@ -401,6 +400,8 @@ class Experiment:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         """Hand a job whose live call ended to the runner (live path: enqueue only)."""
+        if job.gen != self._generation:
+            return  # begun before a fork, in the parent: counted as "fork" already
         if error is None:
             job.live = Observation("ok", value, None, duration)
         else:
@@ -479,7 +480,7 @@ class Experiment:
         result = ShadowResult(
             experiment=self.name,
             id=uuid.uuid4().hex,
-            started_at=_WALL_OFFSET + job.t0,
+            started_at=time.time() - (time.perf_counter() - job.t0),
             key=job.key,
             live=live,
             candidate=obs,
@@ -601,7 +602,8 @@ class Experiment:
         """Stop shadowing; flush what is pending up to ``timeout``, then drop the rest.
 
         Calls made after ``close()`` run live only.  What could not finish in time is
-        counted as dropped with reason ``shutdown``.  Closing twice is harmless.
+        counted as dropped with reason ``shutdown``.  Closing twice is harmless.  The sinks are
+        flushed, not closed (other experiments may share them): :func:`shutdown` closes them.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self._closed = True
@@ -618,13 +620,13 @@ class Experiment:
             loop = task.get_loop()
             if not loop.is_closed():
                 loop.call_soon_threadsafe(task.cancel)
-        self._call_sinks("close")
         _unregister(self)
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
         self._lane.reset_after_fork()
+        self._generation += 1
         # What the parent had in flight cannot finish here: count it once, as "fork".
         lost = self._in_flight_locked()
         if lost:
@@ -669,16 +671,28 @@ class _State:
         self.registry: dict[str, Experiment] = {}
         self.default_sinks: tuple[Any, ...] | None = None
         self.default_emits: list[Callable[[ShadowResult], Any]] | None = None
-        self.disabled = os.environ.get("SHADOWDECO_DISABLED", "").strip().lower() in {
+        # Three kill switches; any one of them stops every experiment.  Kept apart so that
+        # lifting one (a config file saying enabled) never lifts another (the environment).
+        self.env_disabled = os.environ.get("SHADOWDECO_DISABLED", "").strip().lower() in {
             "1",
             "true",
             "yes",
             "on",
         }
+        self.disabled = False  # configure(disabled=...)
+        self.file_disabled = False  # the config file's top-level "enabled": false
         self.config: _ConfigWatcher | None = None
+
+    def killed(self) -> bool:
+        return self.env_disabled or self.disabled or self.file_disabled
 
 
 _state = _State()
+
+
+def _refresh_all() -> None:
+    for exp in experiments():
+        exp._refresh()
 
 
 def _default_emits() -> list[Callable[[ShadowResult], Any]]:
@@ -744,9 +758,17 @@ def shutdown(timeout: float | None = 5.0) -> None:
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     flush(timeout)
-    for exp in experiments():
+    closing = experiments()
+    for exp in closing:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         exp.close(remaining)
+    # Sinks may be shared between experiments: close each one once, after all are closed.
+    seen: set[int] = set()
+    for sink in [s for exp in closing for s in exp._sinks or ()] + list(_state.default_sinks or ()):
+        close_sink = getattr(sink, "close", None)
+        if id(sink) not in seen and callable(close_sink):
+            seen.add(id(sink))
+            guard("sink close", "shutdown", close_sink)
     with _state.lock:
         watcher, _state.config = _state.config, None
     if watcher is not None:
@@ -793,8 +815,7 @@ def configure(
         if not isinstance(disabled, bool):
             raise TypeError(f"disabled must be a bool, got {disabled!r}")
         _state.disabled = disabled
-        for exp in experiments():
-            exp._refresh()
+        _refresh_all()
     if config_file is not _UNSET:
         if isinstance(config_interval, bool) or not isinstance(config_interval, (int, float)):
             raise TypeError(f"config_interval must be a number of seconds, got {config_interval!r}")
@@ -871,8 +892,8 @@ class _ConfigWatcher:
                 )
                 return False
             self.config = config
-            if "enabled" in config:
-                configure(disabled=not config["enabled"])
+            _state.file_disabled = not config.get("enabled", True)
+            _refresh_all()
             for exp in experiments():
                 self.apply(exp)
             return True
@@ -886,7 +907,12 @@ class _ConfigWatcher:
         if "enabled" in settings:
             exp.enabled = settings["enabled"]
         if "sample" in settings:
-            exp.sample = settings["sample"]
+            current = exp._sampler
+            # Keep a by_key sampler's stable per-key decision: change only its rate.
+            if isinstance(current, _sampling.ByKey):
+                exp.sample = _sampling.by_key(current.key, settings["sample"])
+            else:
+                exp.sample = settings["sample"]
 
 
 def _parse_config(raw: Any) -> dict[str, Any]:
@@ -935,8 +961,16 @@ def _at_exit() -> None:
     shutdown(_exit_timeout())
 
 
+def _flush_at_process_end(_: object) -> None:
+    # A multiprocessing child ends with os._exit(), skipping atexit; its finalizers still
+    # run.  Registered from multiprocessing's own after-fork hook, because the child's
+    # bootstrap clears the finalizers it inherited.
+    multiprocessing.util.Finalize(None, _at_exit, exitpriority=0)
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+multiprocessing.util.register_after_fork(_state, _flush_at_process_end)
 atexit.register(_at_exit)
 
 if os.environ.get("SHADOWDECO_CONFIG"):

@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
@@ -62,12 +62,18 @@ def guard(operation: str, experiment: str, fn: Callable[..., Any], *args: Any) -
     """Run a piece of user code on the shadow side (comparator, sink, key, context).
 
     The one broad guard: whatever ``fn`` raises is logged with the operation and experiment,
-    and :data:`FAILED` is returned for the caller to count.  Candidates have their own, wider
-    guards (they may raise BaseException too).
+    and :data:`FAILED` is returned for the caller to count.  BaseException too: a sink's
+    SystemExit must not end the emitter thread.  Only a Ctrl-C on the main thread (an async
+    task's key or context callable) is let through: it is the user's, not the shadow's.
     """
     try:
         return fn(*args)
-    except Exception:
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            raise
+        log.exception("shadowdeco: %s of experiment %r raised", operation, experiment)
+        return FAILED
+    except BaseException:
         log.exception("shadowdeco: %s of experiment %r raised", operation, experiment)
         return FAILED
 
@@ -107,6 +113,7 @@ class Job:
         "ctx",
         "enqueued_at",
         "exp",
+        "gen",
         "inputs",
         "instance",
         "key",
@@ -135,6 +142,7 @@ class Job:
         self.kwargs = kwargs
         self.ctx = ctx
         self.t0 = t0
+        self.gen = exp._generation
         self.live: Observation | None = None
         self.state = OPEN
         self.enqueued_at = 0.0
@@ -190,12 +198,15 @@ def call_timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
     Returns ``("ok", value, duration)`` or ``("error", (type, message), duration)``: the error
     travels as text because exceptions do not always pickle.
     """
-    _IN_SHADOW.set(True)
+    # Reset afterwards: in a user's pool thread the mark must not outlive the candidate.
+    token = _IN_SHADOW.set(True)
     start = time.perf_counter()
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the candidate's own thread: record, never raise
         return "error", error_of(exc), time.perf_counter() - start
+    finally:
+        _IN_SHADOW.reset(token)
     return "ok", value, time.perf_counter() - start
 
 
@@ -206,19 +217,24 @@ def observation(outcome: tuple[str, Any, float]) -> Observation:
     return Observation("error", None, payload, duration)
 
 
-def run_in_thread(job: Job) -> Observation:
-    """Run the job's candidate in the calling (worker) thread, inside the job's context copy."""
-    obs: Observation = job.ctx.run(_run_in_context, job)
+def run_in_thread(job: Job) -> Observation | None:
+    """Run the job's candidate in the calling (worker) thread, inside the job's context copy.
+
+    None when the sample could not run at all (its executor is shut down).
+    """
+    obs: Observation | None = job.ctx.run(_run_in_context, job)
     return obs
 
 
-def _run_in_context(job: Job) -> Observation:
+def _run_in_context(job: Job) -> Observation | None:
     with shadow_span(job) as span:
         start = time.perf_counter()
         try:
             fn, args, kwargs = prepare_call(job)
         except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
-            obs = Observation("error", None, error_of(exc), time.perf_counter() - start)
+            obs: Observation | None = Observation(
+                "error", None, error_of(exc), time.perf_counter() - start
+            )
         else:
             executor = job.exp._executor
             if executor is not None:
@@ -231,7 +247,7 @@ def _run_in_context(job: Job) -> Observation:
                     obs = _run_on_background_loop(job, outcome[1])
                 else:
                     obs = observation(outcome)
-        span.set_attribute("shadowdeco.candidate.status", obs.status)
+        span.set_attribute("shadowdeco.candidate.status", obs.status if obs else "dropped")
         return obs
 
 
@@ -260,10 +276,18 @@ def _run_in_executor(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> Observation:
+) -> Observation | None:
     start = time.perf_counter()
     try:
-        future = executor.submit(call_timed, fn, args, kwargs)
+        if isinstance(executor, ProcessPoolExecutor):
+            future = executor.submit(call_timed, fn, args, kwargs)
+        else:  # threads in this process: run in (a copy of) the caller's context (I6)
+            future = executor.submit(contextvars.copy_context().run, call_timed, fn, args, kwargs)
+    except RuntimeError:
+        # The pool was shut down, e.g. by concurrent.futures' own exit hook, which runs
+        # before ours: the sample cannot run any more.
+        return None
+    try:
         job.cancel = future.cancel
         outcome = future.result()
     except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
@@ -323,7 +347,7 @@ class Lane:
         self.workers: set[threading.Thread] = set()
         self.idle = 0
         self.running: set[Job] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[asyncio.Task[None], Job] = {}
         self.semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self.semaphores = weakref.WeakKeyDictionary()
 
@@ -372,7 +396,12 @@ class Lane:
             try:
                 job.queue_s = time.perf_counter() - job.enqueued_at
                 timer.schedule(job)
-                exp._deliver(job, run_in_thread(job))
+                obs = run_in_thread(job)
+                if obs is None:
+                    exp._settle_drop(job, "shutdown")
+                else:
+                    exp._deliver(job, obs)
+                del obs
             finally:
                 with lock:
                     self.running.discard(job)
@@ -387,6 +416,9 @@ class Lane:
         for _ in workers:
             self.queue.put(None)
         return workers
+
+    def forget_task(self, task: asyncio.Task[None]) -> None:
+        self.tasks.pop(task, None)
 
     def drain(self) -> list[Job]:
         """Every job not yet settled: queued, running, and async tasks'."""
@@ -403,6 +435,7 @@ class Lane:
                     self.waiting -= 1
         with self.exp._lock:
             jobs.extend(self.running)
+        jobs.extend(self.tasks.values())
         return jobs
 
     def reset_after_fork(self) -> None:
@@ -410,7 +443,7 @@ class Lane:
         self.waiting = self.queued = self.idle = 0
         self.workers = set()
         self.running = set()
-        self.tasks = set()
+        self.tasks = {}
         self.semaphores = weakref.WeakKeyDictionary()
 
 
@@ -422,10 +455,11 @@ def start_task(job: Job, loop: asyncio.AbstractEventLoop) -> None:
     """Run an async candidate as a task on the caller's running loop (live path: only spawns)."""
     lane = job.exp._lane
     job.enqueued_at = time.perf_counter()
-    task = loop.create_task(_task_main(job, lane))
+    # Created inside the call's context snapshot, so the task runs in a copy of it (I6).
+    task = job.ctx.run(loop.create_task, _task_main(job, lane))
     # The loop holds tasks only weakly: keep a reference until the task is done (DESIGN I7).
-    lane.tasks.add(task)
-    task.add_done_callback(lane.tasks.discard)
+    lane.tasks[task] = job
+    task.add_done_callback(lane.forget_task)
 
 
 async def _task_main(job: Job, lane: Lane) -> None:
@@ -434,15 +468,20 @@ async def _task_main(job: Job, lane: Lane) -> None:
     semaphore = lane.semaphores.get(loop)
     if semaphore is None:
         semaphore = lane.semaphores[loop] = asyncio.Semaphore(exp._max_concurrency)
+    waiting = True
     try:
         async with semaphore:
             with exp._lock:
                 lane.waiting -= 1
+                waiting = False
                 if job.state != OPEN:
                     return
             job.queue_s = time.perf_counter() - job.enqueued_at
             await _run_task(job, exp.timeout)
     except asyncio.CancelledError:
+        if waiting:  # cancelled in the queue: give its place back
+            with exp._lock:
+                lane.waiting -= 1
         # Not our own cancellation (that one is caught in _run_task): the loop is closing
         # under us, e.g. asyncio.run() cancelling what is left.  Count it, then let it go.
         exp._settle_drop(job, "loop_closed")
@@ -593,7 +632,7 @@ class _Emitter:
             job, obs = self._queue.get()
             try:
                 job.exp._emit(job, obs)
-            except Exception:
+            except BaseException:
                 log.exception("shadowdeco: emitting a result of %s failed", job.exp.name)
                 if job.state != DONE:
                     job.exp._drop_handed(job, "internal_error")

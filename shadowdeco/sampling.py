@@ -268,6 +268,14 @@ class ByKey(Sampler):
         # Compared with a 64-bit hash: 0 never samples, 1 (2**64) always does.
         self._threshold = self._rate * 2.0**64
 
+    @property
+    def key(self) -> Callable[..., object]:
+        return self._key
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
     def __call__(self, *args: Any, **kwargs: Any) -> bool:
         digest = hashlib.blake2b(_key_bytes(self._key(*args, **kwargs)), digest_size=8).digest()
         return int.from_bytes(digest, "big") < self._threshold

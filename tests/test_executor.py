@@ -91,3 +91,22 @@ def test_any_executor_works() -> None:
         assert predict.shadow.flush(10)
     assert len(memory) == 10
     assert all(r.match for r in memory.results)
+
+
+def test_thread_executors_run_in_the_callers_context_and_leave_no_mark() -> None:
+    """A thread pool candidate sees the caller's contextvars; the pool's threads stay clean."""
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    memory = sinks.Memory()
+    with ThreadPoolExecutor(1) as executor:
+
+        @shadow(candidate=var.get, executor=executor, sinks=[memory])
+        def predict() -> str:
+            return var.get()
+
+        var.set("caller")
+        assert predict() == "caller"
+        assert predict.shadow.flush(10)
+        assert memory.results[0].candidate.value == "caller"
+        assert executor.submit(shadowdeco.in_shadow).result() is False

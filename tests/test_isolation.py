@@ -230,3 +230,22 @@ def test_candidate_returning_a_coroutine_is_awaited_in_the_background() -> None:
     predict.shadow.flush(10)
     (result,) = memory.results
     assert (result.candidate.status, result.candidate.value, result.match) == ("ok", 2, True)
+
+
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt, Hostile])
+def test_a_sink_raising_base_exceptions_does_not_stop_emission(error: type[BaseException]) -> None:
+    """A sink raising SystemExit (or any BaseException) is counted; later results still flow."""
+    memory = sinks.Memory()
+
+    def hostile(result: Any) -> None:
+        raise error()
+
+    @shadow(candidate=lambda x: x, sinks=[hostile, memory])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(3):
+        assert predict(i) == i
+        assert predict.shadow.flush(10)
+    assert len(memory) == 3
+    assert predict.shadow.stats().sink_errors == 3

@@ -208,3 +208,135 @@ def test_shutdown_closes_and_forgets_every_experiment() -> None:
     assert len(memory) == 1
     assert one.shadow.closed
     assert one(-2) == 2
+
+
+def test_async_candidates_cancelled_while_queued_give_their_place_back() -> None:
+    """Loops closing under queued async candidates do not shrink max_queue for good."""
+
+    async def never(x: int) -> int:
+        await asyncio.Event().wait()
+        return x
+
+    @shadow(candidate=never, timeout=None, max_concurrency=1, max_queue=3, sinks=[])
+    async def predict(x: int) -> int:
+        return x
+
+    async def burst() -> None:
+        for i in range(3):
+            await predict(i)
+        await asyncio.sleep(0)  # let the first task start; the others wait in the queue
+
+    for _ in range(3):
+        asyncio.run(burst())
+    stats = predict.shadow.stats()
+    assert dict(stats.dropped) == {"loop_closed": 9}
+    assert predict.shadow._lane.waiting == 0
+
+
+def test_async_candidates_see_the_context_of_the_call_start() -> None:
+    """What live sets in its context while it runs is invisible to an async candidate."""
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="start")
+    memory = sinks.Memory()
+
+    async def candidate() -> str:
+        return var.get()
+
+    @shadow(candidate=candidate, sinks=[memory])
+    async def predict() -> str:
+        var.set("changed by live")
+        return var.get()
+
+    async def main() -> None:
+        await predict()
+        assert await predict.shadow.aflush(10)
+
+    asyncio.run(main())
+    assert memory.results[0].candidate.value == "start"
+
+
+def test_close_counts_pending_async_candidates_as_shutdown() -> None:
+    """close() settles pending async candidates as shutdown, then cancels them."""
+
+    async def never(x: int) -> int:
+        await asyncio.Event().wait()
+        return x
+
+    @shadow(candidate=never, timeout=None, sinks=[])
+    async def predict(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        await predict(1)
+        await asyncio.sleep(0)
+        predict.shadow.close(timeout=0)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    stats = predict.shadow.stats()
+    assert dict(stats.dropped) == {"shutdown": 1}
+    assert stats.in_flight == 0
+
+
+def test_a_fork_inside_a_sampled_call_is_counted_once(tmp_path: Path) -> None:
+    """A child forked during a sampled live call counts it as fork, not also as a result."""
+    proc = run_script(
+        """
+        import os, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from shadowdeco import shadow
+
+        @shadow(candidate=lambda: "c", sinks=[])
+        def predict():
+            return os.fork()
+
+        pid = predict()
+        if pid == 0:
+            predict.shadow.flush(5)
+            s = predict.shadow.stats()
+            os._exit(0 if (dict(s.dropped), s.emitted, s.in_flight) == ({"fork": 1}, 0, 0) else 1)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
+
+
+def test_multiprocessing_children_flush_before_they_end(tmp_path: Path) -> None:
+    """A forked multiprocessing child flushes its pending shadows as it exits."""
+    proc = run_script(
+        """
+        import multiprocessing, time, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from shadowdeco import shadow
+
+        def slow(x):
+            time.sleep(0.05)  # the candidate's own work, still running as the child ends
+            return x
+
+        def child():
+            def sink(result):  # unbuffered: the child ends with os._exit()
+                with open("child.jsonl", "a") as out:
+                    out.write("x\\n")
+
+            @shadow(candidate=slow, name="child", sinks=[sink])
+            def predict(x):
+                return x
+
+            for i in range(5):
+                predict(i)
+
+        if __name__ == "__main__":
+            p = multiprocessing.get_context("fork").Process(target=child)
+            p.start()
+            p.join(30)
+            print(p.exitcode)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
+    assert (tmp_path / "child.jsonl").read_text().count("x") == 5

@@ -280,3 +280,59 @@ def test_the_watcher_rereads_a_changed_file(tmp_path: Path) -> None:
         if a.shadow.sample == 0.25:
             break
     assert a.shadow.sample == 0.25
+
+
+def test_a_config_file_never_lifts_the_environment_kill_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SHADOWDECO_DISABLED stays in force whatever the config file says."""
+    from shadowdeco._experiment import _state
+
+    monkeypatch.setattr(_state, "env_disabled", True)
+    path = tmp_path / "shadow.json"
+    write_config(path, {"enabled": True})
+
+    @shadow(candidate=abs, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    shadowdeco.configure(config_file=path)
+    shadowdeco.configure(disabled=False)
+    predict(1)
+    assert predict.shadow.stats().sampled == 0
+
+
+def test_a_config_rate_keeps_a_by_key_sampler_stable(tmp_path: Path) -> None:
+    """The file's sample changes a by_key sampler's rate, not its per-key decision."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"k": {"sample": 0.5}}})
+
+    @shadow(candidate=abs, name="k", sample=sampling.by_key(str, 0.1), sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    shadowdeco.configure(config_file=path)
+    sampler = predict.shadow.sample
+    assert isinstance(sampler, sampling.ByKey)
+    assert sampler.rate == 0.5
+    assert [sampler(i) for i in range(50)] == [sampler(i) for i in range(50)]
+
+
+def test_close_leaves_shared_sinks_open_and_shutdown_closes_them_once() -> None:
+    """A sink shared by two experiments is closed once, at shutdown."""
+
+    class Closable(sinks.Memory):
+        closes = 0
+
+        def close(self) -> None:
+            self.closes += 1
+
+    shared = Closable()
+    one = shadow(candidate=abs, name="one", sinks=[shared])(abs)
+    two = shadow(candidate=abs, name="two", sinks=[shared])(abs)
+    one.shadow.close()
+    assert shared.closes == 0
+    two(-1)
+    shadowdeco.shutdown(5)
+    assert shared.closes == 1
+    assert len(shared) == 1
