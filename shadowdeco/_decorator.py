@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
+import random
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ __all__ = ["shadow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_perf = time.perf_counter
+_random = random.random
 
 
 class _BoundShadowWrapper(wrapt.BoundFunctionWrapper[..., Any]):
@@ -116,45 +116,57 @@ def shadow(
 
 
 def _sync_wrapper(exp: Experiment) -> Callable[..., Any]:
-    begin, submit = exp._begin, exp._submit
+    admit, submit, by_sampler = exp._admit, exp._submit, exp._sampled_by_sampler
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not exp._active:
             return wrapped(*args, **kwargs)
-        job = begin(instance, args, kwargs)
+        rate = exp._rate
+        if rate is None:
+            if not by_sampler(args, kwargs):
+                return wrapped(*args, **kwargs)
+        elif rate < 1.0 and (rate <= 0.0 or _random() >= rate):
+            next(exp._skipped)
+            return wrapped(*args, **kwargs)
+        job = admit(instance, args, kwargs)
         if job is None:
             return wrapped(*args, **kwargs)
-        start = _perf()
         try:
             value = wrapped(*args, **kwargs)
         except BaseException as exc:
-            submit(job, None, exc, _perf() - start)
+            submit(job, None, exc)
             raise
-        submit(job, value, None, _perf() - start)
+        submit(job, value, None)
         return value
 
     return wrapper
 
 
 def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
-    begin, submit = exp._begin, exp._submit
+    admit, submit, by_sampler = exp._admit, exp._submit, exp._sampled_by_sampler
 
     async def call(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if not exp._active:
             return await wrapped(*args, **kwargs)
-        job = begin(instance, args, kwargs)
+        rate = exp._rate
+        if rate is None:
+            if not by_sampler(args, kwargs):
+                return await wrapped(*args, **kwargs)
+        elif rate < 1.0 and (rate <= 0.0 or _random() >= rate):
+            next(exp._skipped)
+            return await wrapped(*args, **kwargs)
+        job = admit(instance, args, kwargs)
         if job is None:
             return await wrapped(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        start = _perf()
         try:
             value = await wrapped(*args, **kwargs)
         except BaseException as exc:
-            submit(job, None, exc, _perf() - start, loop)
+            submit(job, None, exc, loop)
             raise
-        submit(job, value, None, _perf() - start, loop)
+        submit(job, value, None, loop)
         return value
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

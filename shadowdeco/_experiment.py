@@ -137,10 +137,31 @@ def _snapshot(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The candidate's copy of the inputs; immutable arguments are shared, not copied."""
     if copier is None:
-        return args, dict(kwargs)
-    new_args = tuple(a if _immutable(a) else copier(a) for a in args)
-    new_kwargs = {k: v if _immutable(v) else copier(v) for k, v in kwargs.items()}
+        return args, kwargs
+    for arg in args:
+        if type(arg) not in _IMMUTABLE:
+            break
+    else:
+        if not kwargs:  # the common case: a few numbers or strings
+            return args, kwargs
+    new_args = tuple(_copy(copier, a) for a in args)
+    new_kwargs = {k: _copy(copier, v) for k, v in kwargs.items()}
     return new_args, new_kwargs
+
+
+def _copy(copier: Callable[[Any], Any], value: Any) -> Any:
+    if _immutable(value):
+        return value
+    if copier is copy.deepcopy:
+        # A flat dict or list of immutable values (a feature dict, a row) needs only a
+        # shallow copy to be safe: many times cheaper than deepcopy's walk.
+        cls = type(value)
+        if cls is dict and all(type(v) in _IMMUTABLE for v in value.values()):
+            if all(type(k) in _IMMUTABLE for k in value):
+                return dict(value)
+        elif cls is list and all(type(v) in _IMMUTABLE for v in value):
+            return list(value)
+    return copier(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,26 +367,25 @@ class Experiment:
 
     # -- the live path: short and guarded ------------------------------------------------------
 
-    def _skip(self) -> None:
-        next(self._skipped)
-
-    def _begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job | None:
-        """Decide, admit and snapshot a call; None when it is not shadowed (already counted)."""
-        rate = self._rate
-        if rate is None:
-            try:
-                take = bool(self._sampler(*args, **kwargs))
-            except Exception:
-                log.exception("shadowdeco: sampler of %s raised; call not sampled", self.name)
-                with self._lock:
-                    self._sampler_errors += 1
-                take = False
-            if not take:
-                next(self._skipped)
-                return None
-        elif rate < 1.0 and random.random() >= rate:
+    def _sampled_by_sampler(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Ask a sampler that is not a plain rate (the wrapper decides rates inline)."""
+        try:
+            take = bool(self._sampler(*args, **kwargs))
+        except Exception:
+            log.exception("shadowdeco: sampler of %s raised; call not sampled", self.name)
+            with self._lock:
+                self._sampler_errors += 1
+            take = False
+        if not take:
             next(self._skipped)
-            return None
+        return take
+
+    def _admit(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job | None:
+        """Count a sampled call, reserve its place and snapshot its inputs (live path).
+
+        None when it is not shadowed after all: the queue is full or the inputs would not
+        copy (counted as a drop either way).
+        """
         lane = self._lane
         with self._lock:
             self._sampled += 1
@@ -381,31 +401,28 @@ class Experiment:
                 lane.waiting -= 1
                 self._drop_locked("copy_failed")
             return None
-        return Job(
-            self,
-            self._candidate,
-            instance,
-            snap_args,
-            snap_kwargs,
-            contextvars.copy_context(),
-            time.perf_counter(),
-        )
+        job = Job(self, instance, snap_args, snap_kwargs, contextvars.copy_context())
+        job.t0 = time.perf_counter()
+        return job
 
     def _submit(
         self,
         job: Job,
         value: Any,
         error: BaseException | None,
-        duration: float,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """Hand a job whose live call ended to the runner (live path: enqueue only)."""
+        """Hand a job whose live call ended to the runner (live path: enqueue only).
+
+        The live observation is built later, off the live path; an error is reduced to its
+        (type, message) now, so the traceback and its frames are not kept alive.
+        """
+        job.t1 = time.perf_counter()
         if job.gen != self._generation:
             return  # begun before a fork, in the parent: counted as "fork" already
-        if error is None:
-            job.live = Observation("ok", value, None, duration)
-        else:
-            job.live = Observation("error", None, error_of(error), duration)
+        job.live_value = value
+        if error is not None:
+            job.live_error = error_of(error)
         if self._closed:
             with self._lock:
                 self._lane.waiting -= 1
@@ -468,8 +485,11 @@ class Experiment:
     # -- the emitter thread: compare, build, sink ---------------------------------------------
 
     def _emit(self, job: Job, obs: Observation) -> None:
-        live = job.live
-        assert live is not None
+        duration = job.t1 - job.t0
+        if job.live_error is None:
+            live = Observation("ok", job.live_value, None, duration)
+        else:
+            live = Observation("error", None, job.live_error, duration)
         match, score = None, None
         compare_failed = False
         if obs.status != "timeout":
@@ -479,7 +499,7 @@ class Experiment:
                 match, score = outcome
         result = ShadowResult(
             experiment=self.name,
-            id=uuid.uuid4().hex,
+            id=f"{random.getrandbits(128):032x}",  # uuid4's shape at a tenth of its cost
             started_at=time.time() - (time.perf_counter() - job.t0),
             key=job.key,
             live=live,

@@ -17,6 +17,7 @@ Threads:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import heapq
 import inspect
@@ -111,41 +112,41 @@ class Job:
         "candidate",
         "context",
         "ctx",
-        "enqueued_at",
         "exp",
         "gen",
         "inputs",
         "instance",
         "key",
         "kwargs",
-        "live",
+        "live_error",
+        "live_value",
         "queue_s",
         "state",
         "t0",
+        "t1",
         "trace",
     )
 
-    def __init__(  # noqa: PLR0917 - built once per sampled call on the live path: no kwargs
+    def __init__(
         self,
         exp: Experiment,
-        candidate: Any,
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         ctx: contextvars.Context,
-        t0: float,
     ) -> None:
         self.exp = exp
-        self.candidate = candidate
+        self.candidate = exp._candidate  # a swap while this call runs does not affect it
+        self.gen = exp._generation
         self.instance = instance
         self.args = args
         self.kwargs = kwargs
         self.ctx = ctx
-        self.t0 = t0
-        self.gen = exp._generation
-        self.live: Observation | None = None
+        self.t0 = 0.0  # live call start, and end: perf_counter()
+        self.t1 = 0.0
+        self.live_value: Any = None
+        self.live_error: tuple[str, str] | None = None
         self.state = OPEN
-        self.enqueued_at = 0.0
         self.queue_s: float | None = None
         self.cancel: Callable[[], object] | None = None
         # Filled in by Experiment._before_run, in the caller's context copy, before the
@@ -260,8 +261,11 @@ def shadow_span(job: Job) -> Any:
     Records the live span's ids on the job first: the result links to the live call.
     """
     live = trace.get_current_span().get_span_context()
-    if live.is_valid:
-        job.trace = (format(live.trace_id, "032x"), format(live.span_id, "016x"))
+    if not live.is_valid:
+        # The live call is not traced: no span to be a child of, and a no-op span would
+        # still cost several microseconds a call.
+        return contextlib.nullcontext(trace.INVALID_SPAN)
+    job.trace = (format(live.trace_id, "032x"), format(live.span_id, "016x"))
     return _tracer.start_as_current_span(
         f"shadow {job.exp.name}",
         attributes={"shadowdeco.shadow": True, "shadowdeco.experiment": job.exp.name},
@@ -354,7 +358,6 @@ class Lane:
     def put(self, job: Job) -> None:
         """Enqueue a job whose live call has ended (called on the live path)."""
         exp = self.exp
-        job.enqueued_at = time.perf_counter()
         thread = None
         with exp._lock:
             self.queue.put(job)
@@ -394,7 +397,7 @@ class Lane:
                     continue
                 self.running.add(job)
             try:
-                job.queue_s = time.perf_counter() - job.enqueued_at
+                job.queue_s = time.perf_counter() - job.t1
                 timer.schedule(job)
                 obs = run_in_thread(job)
                 if obs is None:
@@ -454,7 +457,6 @@ class Lane:
 def start_task(job: Job, loop: asyncio.AbstractEventLoop) -> None:
     """Run an async candidate as a task on the caller's running loop (live path: only spawns)."""
     lane = job.exp._lane
-    job.enqueued_at = time.perf_counter()
     # Created inside the call's context snapshot, so the task runs in a copy of it (I6).
     task = job.ctx.run(loop.create_task, _task_main(job, lane))
     # The loop holds tasks only weakly: keep a reference until the task is done (DESIGN I7).
@@ -476,7 +478,7 @@ async def _task_main(job: Job, lane: Lane) -> None:
                 waiting = False
                 if job.state != OPEN:
                     return
-            job.queue_s = time.perf_counter() - job.enqueued_at
+            job.queue_s = time.perf_counter() - job.t1
             await _run_task(job, exp.timeout)
     except asyncio.CancelledError:
         if waiting:  # cancelled in the queue: give its place back

@@ -232,8 +232,19 @@ def _compare(live: Any, candidate: Any, tol: tuple[float, float] | None) -> bool
         return False
 
 
+_SCALARS = frozenset({int, str, bytes, bool, type(None)})
+
+
 def equal(live: Any, candidate: Any) -> bool:
     """Deep equality where NaN equals NaN and a list equals a tuple of equal items."""
+    # Fast paths for the common model outputs (a label, a number): the full walk below
+    # costs microseconds per call on the emitter thread.
+    cls = type(live)
+    if cls is type(candidate):
+        if cls in _SCALARS:
+            return bool(live == candidate)
+        if cls is float:
+            return bool(live == candidate) or (math.isnan(live) and math.isnan(candidate))
     return _compare(live, candidate, None)
 
 
