@@ -1,0 +1,68 @@
+"""The examples, the README quickstart and every docstring example run as shown."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = [
+    "shadowdeco",
+    "shadowdeco._decorator",
+    "shadowdeco._experiment",
+    "shadowdeco._result",
+    "shadowdeco._runner",
+    "shadowdeco.compare",
+    "shadowdeco.sampling",
+    "shadowdeco.sinks",
+]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module: str) -> None:
+    """Each module's docstring examples pass as doctests."""
+    failures, _ = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert failures == 0
+
+
+def test_the_readme_quickstart_runs() -> None:
+    """The README's quickstart block runs as written."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    proc = run("-c", block.group(1))
+    assert proc.returncode == 0, proc.stderr
+    assert "Stats(sampled=" in proc.stdout
+
+
+@pytest.mark.parametrize("example", ["demo.py", "process_pool.py"])
+def test_examples_run(example: str) -> None:
+    """Each example runs to the end."""
+    proc = run(str(REPO / "examples" / example))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_overhead_benchmark_runs() -> None:
+    """benchmarks/overhead.py --quick runs and drops nothing."""
+    proc = run(str(REPO / "benchmarks" / "overhead.py"), "--quick")
+    assert proc.returncode == 0, proc.stderr
+    assert "unsampled" in proc.stdout
