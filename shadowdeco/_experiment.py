@@ -285,6 +285,7 @@ class Experiment:
         self._settled = threading.Condition(self._lock)
         self._lane = Lane(self)
         self._closed = False
+        self._warned: set[str] = set()
         self._generation = 0  # bumped in a forked child: older jobs are the parent's
         self._active = False
         self._reset_counters()
@@ -540,6 +541,11 @@ class Experiment:
         if live.status == "error" and cand.status == "error":
             return _compare.errors_equal(live.error, cand.error), None
         return False, None
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("shadowdeco: experiment %r: %s", self.name, message)
 
     def _before_run(self, job: Job) -> None:
         """What the result records of the call, taken before the candidate may mutate it.

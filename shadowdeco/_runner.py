@@ -162,17 +162,22 @@ class Job:
 
 
 def resolve(job: Job) -> Callable[..., Any]:
-    """The callable to run: the candidate, or the method of that name on the live instance."""
+    """The callable to run: the candidate, or the method of that name on the live instance.
+
+    A missing method is found here, at the first call: logged once per experiment and
+    recorded as a candidate error (AttributeError), never raised into the live path.
+    """
     candidate = job.candidate
-    if isinstance(candidate, str):
-        if job.instance is None:
-            raise AttributeError(
-                f"candidate {candidate!r} names a method, but there is no instance"
-            )
-        method: Callable[..., Any] = getattr(job.instance, candidate)
-        return method
-    fn: Callable[..., Any] = candidate
-    return fn
+    if not isinstance(candidate, str):
+        fn: Callable[..., Any] = candidate
+        return fn
+    method = getattr(job.instance, candidate, None) if job.instance is not None else None
+    if not callable(method):
+        owner = "the call (no instance)" if job.instance is None else type(job.instance).__name__
+        message = f"candidate method {candidate!r} not found on {owner}"
+        job.exp._warn_once(message)
+        raise AttributeError(message)  # noqa: TRY004 - what getattr itself would raise
+    return method  # type: ignore[no-any-return]
 
 
 def prepare_call(job: Job) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:

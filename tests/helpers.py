@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +49,10 @@ def build(
     candidate: Callable[..., Any],
     **options: Any,
 ) -> Target:
-    """Decorate ``live`` as a ``kind`` of callable; ``mode`` makes both arms sync or async."""
+    """Decorate ``live`` as a ``kind`` of callable; ``mode`` makes both arms sync or async.
+
+    An ``async def`` candidate is used as it is (so it can await); a plain one is wrapped.
+    """
     if mode == "async":
 
         async def body(*args: Any, **kwargs: Any) -> Any:
@@ -57,7 +61,8 @@ def build(
         async def cand(*args: Any, **kwargs: Any) -> Any:
             return candidate(*args, **kwargs)
 
-        deco = shadow(candidate=cand, **options)
+        native = inspect.iscoroutinefunction(candidate)
+        deco = shadow(candidate=candidate if native else cand, **options)
         if kind == "function":
             fn = deco(body)
             return Target(kind, mode, fn, fn)

@@ -223,3 +223,35 @@ def test_skipped_calls_are_counted(sample: float) -> None:
         assert stats.sampled == 0
     else:
         assert 40 < stats.sampled < 200
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["function", "method", "classmethod", "staticmethod"])
+def test_a_hung_candidate_never_holds_up_the_caller(kind: str, mode: str) -> None:
+    """For every binding, a hung candidate times out, live returns at once, counts add up."""
+    from helpers import build
+
+    memory = sinks.Memory()
+    release = threading.Event()
+
+    def hang(x: int) -> int:
+        release.wait(30)
+        return x
+
+    async def ahang(x: int) -> int:
+        await asyncio.Event().wait()
+        return x
+
+    target = build(
+        kind, mode, lambda x: x, ahang if mode == "async" else hang, timeout=0.1, sinks=[memory]
+    )
+    try:
+        for i in range(3):
+            assert target(i) == i  # each call returns while its candidate hangs
+        assert target.experiment.flush(10)
+        assert [r.candidate.status for r in memory.results] == ["timeout"] * 3
+        stats = target.experiment.stats()
+        assert (stats.timeouts, stats.emitted, stats.in_flight) == (3, 3, 0)
+        assert_adds_up(stats)
+    finally:
+        release.set()

@@ -197,8 +197,8 @@ def test_uncopyable_inputs_are_dropped_and_counted() -> None:
     assert_adds_up(stats)
 
 
-def test_missing_candidate_method_is_counted_not_raised() -> None:
-    """A candidate method name missing on the instance is recorded at the first call."""
+def test_missing_candidate_method_is_counted_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """A missing candidate method is recorded at each call and logged once."""
     memory = sinks.Memory()
 
     class Model:
@@ -207,12 +207,17 @@ def test_missing_candidate_method_is_counted_not_raised() -> None:
             return x
 
     assert Model().predict(4) == 4
+    assert Model().predict(5) == 5
     Model.predict.shadow.flush(10)
-    (result,) = memory.results
-    assert result.candidate.status == "error"
-    assert result.candidate.error is not None
-    assert result.candidate.error[0] == "AttributeError"
-    assert Model.predict.shadow.stats().candidate_errors == 1
+    first = memory.results[0]
+    assert first.candidate.status == "error"
+    assert first.candidate.error == (
+        "AttributeError",
+        "candidate method 'does_not_exist' not found on Model",
+    )
+    assert Model.predict.shadow.stats().candidate_errors == 2
+    warnings = [r for r in caplog.records if "does_not_exist" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def test_candidate_returning_a_coroutine_is_awaited_in_the_background() -> None:
