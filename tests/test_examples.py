@@ -63,6 +63,7 @@ def test_examples_run(example: str) -> None:
 
 def test_the_overhead_benchmark_runs() -> None:
     """benchmarks/overhead.py --quick runs and drops nothing."""
+    pytest.importorskip("laboratory", reason="the bench extra (make test installs it)")
     proc = run(str(REPO / "benchmarks" / "overhead.py"), "--quick")
     assert proc.returncode == 0, proc.stderr
     assert "unsampled" in proc.stdout
