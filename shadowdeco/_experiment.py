@@ -41,9 +41,10 @@ from concurrent.futures import Executor
 from types import MappingProxyType
 from typing import Any, Final
 
-from . import _result
+from . import _delivery, _result
 from . import compare as _compare
 from . import sampling as _sampling
+from ._delivery import stop_workers, worker_for
 from ._result import Observation, ShadowResult, error_of, to_jsonable
 from ._runner import (
     DONE,
@@ -90,6 +91,9 @@ class Stats:
     candidate_errors: int
     timeouts: int
     sink_errors: int
+    #: results a sink fell too far behind to receive, by sink name (not counted as drops:
+    #: the result was emitted, this sink missed it)
+    sink_drops: Mapping[str, int]
     compare_errors: int
     sampler_errors: int
 
@@ -258,7 +262,8 @@ class Experiment:
         if sinks is not None and (isinstance(sinks, (str, bytes)) or not _iterable(sinks)):
             raise TypeError(f"sinks must be a list of sinks or None, got {sinks!r}")
         self._sinks = None if sinks is None else tuple(sinks)
-        self._emits = None if self._sinks is None else [as_emit(s) for s in self._sinks]
+        for sink in self._sinks or ():
+            as_emit(sink)  # fails here, at decoration, for what is not a sink
         self._compare_value = compare
         self._comparator = _compare.coerce(compare, param="compare")
         self.timeout: Final = _check_timeout(timeout)
@@ -301,6 +306,7 @@ class Experiment:
         self._candidate_errors = 0
         self._timeouts = 0
         self._sink_errors = 0
+        self._sink_drops: dict[str, int] = {}
         self._compare_errors = 0
         self._sampler_errors = 0
 
@@ -513,8 +519,11 @@ class Experiment:
             trace_id=job.trace[0] if job.trace else None,
             span_id=job.trace[1] if job.trace else None,
         )
-        emits = self._emits if self._emits is not None else _default_emits()
-        sink_errors = sum(guard("sink", self.name, emit, result) is FAILED for emit in emits)
+        dropped_at = [
+            worker.name
+            for worker in map(worker_for, self._sinks_now())
+            if not worker.offer(self, result)
+        ]
         with self._lock:
             job.state = DONE
             self._emitted += 1
@@ -526,9 +535,20 @@ class Experiment:
                 self._candidate_errors += 1
             elif obs.status == "timeout":
                 self._timeouts += 1
-            self._sink_errors += sink_errors
+            for name in dropped_at:
+                self._sink_drops[name] = self._sink_drops.get(name, 0) + 1
             self._compare_errors += compare_failed
             self._settled.notify_all()
+
+    def _sinks_now(self) -> tuple[Any, ...]:
+        """This experiment's sinks, or the process-wide defaults as configured right now."""
+        if self._sinks is not None:
+            return self._sinks
+        return _state.default_sinks or _default_sink()
+
+    def _count_sink_error(self) -> None:
+        with self._lock:
+            self._sink_errors += 1
 
     def _compare_arms(self, live: Observation, cand: Observation) -> tuple[bool | None, Any]:
         if live.status == "ok" and cand.status == "ok":
@@ -581,6 +601,7 @@ class Experiment:
                 candidate_errors=self._candidate_errors,
                 timeouts=self._timeouts,
                 sink_errors=self._sink_errors,
+                sink_drops=MappingProxyType(dict(self._sink_drops)),
                 compare_errors=self._compare_errors,
                 sampler_errors=self._sampler_errors,
             )
@@ -601,7 +622,11 @@ class Experiment:
                 if remaining is not None and remaining <= 0:
                     return False
                 self._settled.wait(remaining)
-        return self._flush_sinks(timeout)
+        for sink in self._sinks_now():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not worker_for(sink).wait_idle(remaining):
+                return False
+        return self._flush_sinks(None if deadline is None else deadline - time.monotonic())
 
     async def aflush(self, timeout: float | None = 10.0) -> bool:
         """:meth:`flush` for async code: waits in a thread, so the loop keeps running."""
@@ -609,20 +634,15 @@ class Experiment:
         return await loop.run_in_executor(None, self.flush, timeout)
 
     def _flush_sinks(self, timeout: float | None) -> bool:
-        failed = sum(outcome is FAILED for outcome in self._call_sinks("flush", timeout))
+        failed = 0
+        for sink in self._sinks_now():
+            flush_sink = getattr(sink, "flush", None)
+            if callable(flush_sink):
+                failed += guard("sink flush", self.name, flush_sink, timeout) is FAILED
         if failed:
             with self._lock:
                 self._sink_errors += failed
         return not failed
-
-    def _call_sinks(self, method: str, *args: Any) -> list[Any]:
-        """Call an optional sink method (flush, close) on each sink that has it, guarded."""
-        outcomes = []
-        for sink in self._sinks or ():
-            fn = getattr(sink, method, None)
-            if callable(fn):
-                outcomes.append(guard(f"sink {method}", self.name, fn, *args))
-        return outcomes
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop shadowing; flush what is pending up to ``timeout``, then drop the rest.
@@ -696,7 +716,7 @@ class _State:
         self.lock = threading.RLock()
         self.registry: dict[str, Experiment] = {}
         self.default_sinks: tuple[Any, ...] | None = None
-        self.default_emits: list[Callable[[ShadowResult], Any]] | None = None
+        self.logging_sink: tuple[Logging] | None = None
         # Three kill switches; any one of them stops every experiment.  Kept apart so that
         # lifting one (a config file saying enabled) never lifts another (the environment).
         self.env_disabled = os.environ.get("SHADOWDECO_DISABLED", "").strip().lower() in {
@@ -721,11 +741,12 @@ def _refresh_all() -> None:
         exp._refresh()
 
 
-def _default_emits() -> list[Callable[[ShadowResult], Any]]:
-    emits = _state.default_emits
-    if emits is None:
-        emits = _state.default_emits = [Logging().emit]
-    return emits
+def _default_sink() -> tuple[Logging]:
+    """The sink of last resort, so results are never silently lost: the stdlib logger."""
+    sink = _state.logging_sink
+    if sink is None:
+        sink = _state.logging_sink = (Logging(),)
+    return sink
 
 
 def register(exp: Experiment) -> Experiment:
@@ -788,12 +809,16 @@ def shutdown(timeout: float | None = 5.0) -> None:
     for exp in closing:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         exp.close(remaining)
-    # Sinks may be shared between experiments: close each one once, after all are closed.
-    seen: set[int] = set()
-    for sink in [s for exp in closing for s in exp._sinks or ()] + list(_state.default_sinks or ()):
+    # Sinks may be shared between experiments: stop their workers (which drain first), then
+    # close each sink once.
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    sinks = stop_workers(remaining)
+    sinks += [s for exp in closing for s in exp._sinks or ()] + list(_state.default_sinks or ())
+    closed: set[int] = set()
+    for sink in sinks:
         close_sink = getattr(sink, "close", None)
-        if id(sink) not in seen and callable(close_sink):
-            seen.add(id(sink))
+        if id(sink) not in closed and callable(close_sink):
+            closed.add(id(sink))
             guard("sink close", "shutdown", close_sink)
     with _state.lock:
         watcher, _state.config = _state.config, None
@@ -822,21 +847,24 @@ def configure(
     * ``disabled``: the kill switch, as ``SHADOWDECO_DISABLED=1``;
     * ``config_file``: a JSON file steering experiments, re-read every ``config_interval``
       seconds when it changed (None stops watching); also ``SHADOWDECO_CONFIG``;
-    * ``max_pending_results``: results waiting for the sinks before new ones are dropped.
+    * ``max_pending_results``: results waiting to be built, and waiting for each sink,
+      before new ones are dropped (10,000 by default).
     """
     if default_sinks is not _UNSET:
         if default_sinks is None:
-            _state.default_sinks, _state.default_emits = None, None
+            _state.default_sinks = None
         else:
             sinks = tuple(default_sinks)
-            emits = [as_emit(s, param="default_sinks") for s in sinks]
-            _state.default_sinks, _state.default_emits = sinks, emits
+            for sink in sinks:
+                as_emit(sink, param="default_sinks")
+            _state.default_sinks = sinks
     if serializer is not _UNSET:
         if serializer is not None and not callable(serializer):
             raise TypeError(f"serializer must be a callable or None, got {serializer!r}")
         _result.default_serializer[0] = serializer or to_jsonable
     if max_pending_results is not _UNSET:
-        emitter.max_pending = _check_positive_int("max_pending_results", max_pending_results)
+        bound = _check_positive_int("max_pending_results", max_pending_results)
+        emitter.max_pending = _delivery.max_pending = bound
     if disabled is not _UNSET:
         if not isinstance(disabled, bool):
             raise TypeError(f"disabled must be a bool, got {disabled!r}")
@@ -965,6 +993,7 @@ def _parse_config(raw: Any) -> dict[str, Any]:
 
 def _after_fork_in_child() -> None:
     _state.lock = threading.RLock()
+    _delivery.reset_after_fork()
     for exp in list(_state.registry.values()):
         exp._after_fork_in_child()
     watcher = _state.config

@@ -604,10 +604,10 @@ timer = _Timer()
 
 
 class _Emitter:
-    """One thread that turns settled jobs into results and hands them to the sinks.
+    """One thread that compares, builds each result and hands it to the sinks' workers.
 
-    Bounded: past ``max_pending`` waiting results a new one is dropped as ``sink_backlog``, so
-    a slow sink cannot grow memory without bound.
+    Bounded: past ``max_pending`` waiting results a new one is dropped as ``backlog`` (a slow
+    comparator), so memory stays bounded.  Sinks have their own bounded queues (_delivery).
     """
 
     def __init__(self, max_pending: int = 10_000) -> None:
@@ -630,7 +630,7 @@ class _Emitter:
                     )
                     self._thread.start()
         if full:
-            job.exp._drop_handed(job, "sink_backlog")
+            job.exp._drop_handed(job, "backlog")
         else:
             self._queue.put((job, obs))
 

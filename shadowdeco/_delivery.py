@@ -1,0 +1,138 @@
+"""Delivery to sinks: one thread and one bounded queue per sink.
+
+Each distinct sink object (or plain callable) gets its own worker, so a sink that raises,
+is slow, or hangs holds up only itself: the other sinks of the same result, and every
+other experiment, keep receiving results.  A sink that falls ``max_pending`` results behind
+loses the newest ones, counted per sink in ``Experiment.stats().sink_drops``, so memory stays
+bounded.  Nothing here runs on the live path.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._result import ShadowResult
+from ._runner import FAILED, guard
+from .sinks import as_emit
+
+if TYPE_CHECKING:
+    from ._experiment import Experiment
+
+__all__ = ["SinkWorker", "sink_name", "stop_workers", "worker_for"]
+
+log = logging.getLogger("shadowdeco")
+
+#: Results waiting for one sink before new ones are dropped for it.
+max_pending = 10_000
+
+
+def sink_name(sink: object) -> str:
+    """A short, stable name for a sink in stats and logs."""
+    name = getattr(sink, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    text = repr(sink)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class SinkWorker:
+    """Hands results to one sink from its own thread."""
+
+    def __init__(self, sink: object) -> None:
+        self.sink = sink
+        self.name = sink_name(sink)
+        self._emit = as_emit(sink)
+        self._queue: queue.SimpleQueue[tuple[Experiment, ShadowResult] | None]
+        self._queue = queue.SimpleQueue()
+        self._cond = threading.Condition(threading.Lock())
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    def offer(self, exp: Experiment, result: ShadowResult) -> bool:
+        """Queue a result for the sink; False (and nothing queued) when it is too far behind."""
+        with self._cond:
+            if self._pending >= max_pending:
+                if not self._warned:  # once per burst: the sink is falling behind
+                    self._warned = True
+                    log.warning(
+                        "shadowdeco: sink %s is %d results behind; dropping", self.name, max_pending
+                    )
+                return False
+            self._warned = False
+            self._pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"shadowdeco-sink-{self.name}", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((exp, result))
+        return True
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            exp, result = item
+            if guard("sink", exp.name, self._emit, result) is FAILED:
+                exp._count_sink_error()
+            with self._cond:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._cond.notify_all()
+            del item, exp, result  # hold nothing while waiting for the next one
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until every queued result was handed to the sink."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def stop(self, timeout: float | None) -> None:
+        """End the thread after what is queued (joined up to ``timeout``)."""
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+
+_lock = threading.Lock()
+_workers: dict[int, SinkWorker] = {}
+
+
+def worker_for(sink: Any) -> SinkWorker:
+    """The worker of ``sink``, created on first use; one per distinct sink object."""
+    worker = _workers.get(id(sink))
+    if worker is None or worker.sink is not sink:
+        with _lock:
+            worker = _workers.get(id(sink))
+            if worker is None or worker.sink is not sink:
+                worker = _workers[id(sink)] = SinkWorker(sink)
+    return worker
+
+
+def stop_workers(timeout: float | None) -> list[object]:
+    """Stop every sink worker (after its queue drains); returns their sinks, to close."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _lock:
+        workers = list(_workers.values())
+        _workers.clear()
+    for worker in workers:
+        worker.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return [worker.sink for worker in workers]
+
+
+def reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _workers.clear()
