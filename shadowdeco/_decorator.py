@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import wrapt
 
-from ._experiment import Experiment, register
+from ._experiment import Experiment, _state, register
 
 __all__ = ["shadow"]
 
@@ -165,8 +165,12 @@ def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
             value = await wrapped(*args, **kwargs)
         except BaseException as exc:
             submit(job, None, exc, loop)
+            if _state.inline:
+                await exp.aflush(exp._inline_timeout())
             raise
         submit(job, value, None, loop)
+        if _state.inline:
+            await exp.aflush(exp._inline_timeout())
         return value
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

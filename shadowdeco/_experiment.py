@@ -438,6 +438,12 @@ class Experiment:
             start_task(job, loop)
         else:
             self._lane.put(job)
+            if _state.inline and loop is None:
+                self.flush(self._inline_timeout())
+
+    def _inline_timeout(self) -> float:
+        """How long an inline call waits for its shadow (testing): past the timeout, a bit."""
+        return (self.timeout or 0.0) + 10.0
 
     def _async_candidate(self, job: Job) -> bool:
         candidate = job.candidate
@@ -541,10 +547,11 @@ class Experiment:
             self._settled.notify_all()
 
     def _sinks_now(self) -> tuple[Any, ...]:
-        """This experiment's sinks, or the process-wide defaults as configured right now."""
-        if self._sinks is not None:
-            return self._sinks
-        return _state.default_sinks or _default_sink()
+        """This experiment's sinks (or the defaults as configured now), and any observers."""
+        sinks = self._sinks
+        if sinks is None:
+            sinks = _state.default_sinks or _default_sink()
+        return sinks + _state.observers if _state.observers else sinks
 
     def _count_sink_error(self) -> None:
         with self._lock:
@@ -728,6 +735,10 @@ class _State:
         self.disabled = False  # configure(disabled=...)
         self.file_disabled = False  # the config file's top-level "enabled": false
         self.config: _ConfigWatcher | None = None
+        # shadowdeco.testing: sinks every experiment also feeds, and whether a sampled call
+        # waits for its own shadow before returning.
+        self.observers: tuple[Any, ...] = ()
+        self.inline = False
 
     def killed(self) -> bool:
         return self.env_disabled or self.disabled or self.file_disabled

@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
@@ -292,6 +292,8 @@ def _run_in_executor(
             future = executor.submit(call_timed, fn, args, kwargs)
         else:  # threads in this process: run in (a copy of) the caller's context (I6)
             future = executor.submit(contextvars.copy_context().run, call_timed, fn, args, kwargs)
+    except BrokenExecutor as exc:  # a crashed pool: the candidate's failure, recorded
+        return Observation("error", None, error_of(exc), time.perf_counter() - start)
     except RuntimeError:
         # The pool was shut down, e.g. by concurrent.futures' own exit hook, which runs
         # before ours: the sample cannot run any more.

@@ -71,9 +71,11 @@ def test_a_killed_worker_process_is_a_candidate_error(pool: ProcessPoolExecutor)
 
     assert predict(3) == 3
     assert predict.shadow.flush(60)
-    (result,) = memory.results
-    assert result.candidate.error is not None
-    assert result.candidate.error[0].endswith("BrokenProcessPool")
+    assert predict(4) == 4  # the pool is broken now: submitting fails at once
+    assert predict.shadow.flush(60)
+    assert [r.candidate.error[0] for r in memory.results if r.candidate.error] == [
+        "concurrent.futures.process.BrokenProcessPool"
+    ] * 2
     assert_adds_up(predict.shadow.stats())
 
 
