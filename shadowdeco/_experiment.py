@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -36,7 +37,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from types import MappingProxyType
 from typing import Any, Final
@@ -266,7 +267,7 @@ class Experiment:
             as_emit(sink)  # fails here, at decoration, for what is not a sink
         self._compare_value = compare
         self._comparator = _compare.coerce(compare, param="compare")
-        self.timeout: Final = _check_timeout(timeout)
+        self.timeout = _check_timeout(timeout)
         self._max_concurrency = _check_positive_int("max_concurrency", max_concurrency)
         self.max_queue: Final = _check_positive_int("max_queue", max_queue)
         self._copy_value = copy_inputs
@@ -674,6 +675,43 @@ class Experiment:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(task.cancel)
         _unregister(self)
+
+    @contextlib.contextmanager
+    def _override(self, **changes: Any) -> Iterator[None]:
+        """Swap settings for a while (shadowdeco.testing): candidate, sample, compare, sinks,
+        timeout, enabled; restored afterwards, also when the body fails."""
+        saved = (
+            self._candidate,
+            self._sample_value,
+            self._comparator,
+            self._sinks,
+            self.timeout,
+            self._enabled,
+        )
+        try:
+            if "candidate" in changes:
+                self.candidate = changes["candidate"]
+            if "sample" in changes:
+                self.sample = changes["sample"]
+            if "compare" in changes:
+                self._comparator = _compare.coerce(changes["compare"])
+            if "sinks" in changes:
+                self._sinks = tuple(changes["sinks"])
+            if "timeout" in changes:
+                self.timeout = _check_timeout(changes["timeout"])
+            if "enabled" in changes:
+                self.enabled = changes["enabled"]
+            yield
+        finally:
+            candidate, sample, comparator, sinks, timeout, enabled = saved
+            self._candidate, self._comparator, self._sinks, self.timeout = (
+                candidate,
+                comparator,
+                sinks,
+                timeout,
+            )
+            self.sample = sample
+            self.enabled = enabled
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()

@@ -218,9 +218,17 @@ def call_timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
 
 def observation(outcome: tuple[str, Any, float]) -> Observation:
     status, payload, duration = outcome
-    if status == "ok":
-        return Observation("ok", payload, None, duration)
-    return Observation("error", None, payload, duration)
+    if status != "ok":
+        return Observation("error", None, payload, duration)
+    if asyncio.iscoroutine(payload):
+        # A coroutine as the *value* (an async candidate returning one un-awaited): close it,
+        # or it would warn "never awaited" wherever the result ends up.
+        payload.close()
+        return Observation("error", None, _UNAWAITED, duration)
+    return Observation("ok", payload, None, duration)
+
+
+_UNAWAITED: Final = ("TypeError", "the candidate returned a coroutine that was never awaited")
 
 
 def run_in_thread(job: Job) -> Observation | None:
@@ -303,11 +311,6 @@ def _run_in_executor(
         outcome = future.result()
     except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
         return Observation("error", None, error_of(exc), time.perf_counter() - start)
-    if outcome[0] == "ok" and asyncio.iscoroutine(outcome[1]):
-        outcome[1].close()
-        return Observation(
-            "error", None, ("TypeError", "an executor cannot await a coroutine"), outcome[2]
-        )
     return observation(outcome)
 
 

@@ -22,7 +22,7 @@ class Target:
         self.kind = kind
         self.mode = mode
         self.decorated = decorated
-        self._call = call
+        self.call = call  # the callable as a user holds it (a bound method for methods)
 
     @property
     def experiment(self) -> shadowdeco.Experiment:
@@ -31,11 +31,11 @@ class Target:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call once; for async targets run a loop and wait for the shadow before it closes."""
         if self.mode == "sync":
-            return self._call(*args, **kwargs)
+            return self.call(*args, **kwargs)
 
         async def go() -> Any:
             try:
-                return await self._call(*args, **kwargs)
+                return await self.call(*args, **kwargs)
             finally:
                 await self.experiment.aflush(10)
 

@@ -1,0 +1,366 @@
+"""Test helpers for code that uses shadowdeco (also a pytest plugin: fixtures below).
+
+>>> from shadowdeco import shadow
+>>> from shadowdeco.testing import assert_isolated, capture
+>>> @shadow(candidate=lambda xs: sorted(xs), sinks=[])
+... def rank(xs):
+...     return sorted(xs)
+>>> assert_isolated(rank, [3, 1, 2])      # hostile candidates cannot touch the live result
+>>> with capture() as results:
+...     rank([2, 1])
+[1, 2]
+>>> [r.match for r in results.wait(1)]
+[True]
+
+With pytest, no import is needed: the ``shadow_results`` and ``shadow_inline`` fixtures come
+with the package (entry point ``pytest11``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import _experiment
+from .._experiment import Experiment
+from .._result import ShadowResult, error_of
+from ..compare import equal
+from ..sinks import Memory
+
+__all__ = [
+    "HOSTILE",
+    "ShadowCapture",
+    "assert_isolated",
+    "assert_transparent",
+    "capture",
+    "inline",
+]
+
+
+class ShadowCapture(Memory):
+    """Every result of every experiment while it is installed; filter by experiment."""
+
+    def for_experiment(self, name: str) -> list[ShadowResult]:
+        return [r for r in self.results if r.experiment == name]
+
+    def wait(
+        self, n: int, timeout: float = 5.0, experiment: str | None = None
+    ) -> list[ShadowResult]:
+        """Wait until ``n`` results (of ``experiment``, if given) arrived; return them."""
+        if experiment is None:
+            return super().wait(n, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.for_experiment(experiment)
+            remaining = deadline - time.monotonic()
+            if len(found) >= n or remaining <= 0:
+                return found
+            super().wait(len(self) + 1, remaining)  # until anything new arrives
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[ShadowCapture]:
+    """Capture every result produced inside the block, whatever the experiments' own sinks."""
+    sink = ShadowCapture()
+    state = _experiment._state
+    state.observers = (*state.observers, sink)
+    try:
+        yield sink
+    finally:
+        _experiment.flush(10)
+        state.observers = tuple(o for o in state.observers if o is not sink)
+
+
+@contextlib.contextmanager
+def inline() -> Iterator[None]:
+    """Inside the block, a sampled call returns only once its shadow is recorded.
+
+    The candidate still runs on shadowdeco's threads, isolated and with its timeout; the call
+    just waits for it, so tests are deterministic.
+    """
+    state = _experiment._state
+    before, state.inline = state.inline, True
+    try:
+        yield
+    finally:
+        state.inline = before
+
+
+# --------------------------------------------------------------------------------------------
+# assert_isolated
+
+
+class _Hostile(BaseException):
+    """Raised by a hostile candidate: not an Exception, like KeyboardInterrupt."""
+
+
+def _mutate(value: Any, depth: int = 0) -> None:
+    """Vandalise every mutable thing reachable from ``value``."""
+    if depth > 20:
+        return
+    if isinstance(value, dict):
+        for v in list(value.values()):
+            _mutate(v, depth + 1)
+        value.clear()
+        value["$mutated"] = True
+    elif isinstance(value, list):
+        for v in value:
+            _mutate(v, depth + 1)
+        value.clear()
+        value.append("$mutated")
+    elif isinstance(value, set):
+        value.clear()
+        value.add("$mutated")
+    elif isinstance(value, bytearray):
+        value[:] = b"$mutated"
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        for name in list(vars(value)):
+            with contextlib.suppress(Exception):
+                setattr(value, name, "$mutated")
+
+
+def _candidates(release: threading.Event) -> dict[str, Callable[..., Any]]:
+    def raises(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("hostile candidate")
+
+    def raises_base(*a: Any, **k: Any) -> Any:
+        raise _Hostile("hostile candidate")
+
+    def raises_interrupt(*a: Any, **k: Any) -> Any:
+        raise KeyboardInterrupt
+
+    def raises_exit(*a: Any, **k: Any) -> Any:
+        raise SystemExit(1)
+
+    def hangs(*a: Any, **k: Any) -> Any:
+        release.wait(60)
+
+    def sleeps(*a: Any, **k: Any) -> Any:
+        release.wait(0.02)  # slow, but well inside its timeout
+
+    def mutates(*a: Any, **k: Any) -> Any:
+        for value in (*a, *k.values()):
+            _mutate(value)
+
+    def unserializable(*a: Any, **k: Any) -> Any:
+        return threading.Lock()
+
+    def coroutine(*a: Any, **k: Any) -> Any:
+        return asyncio.sleep(0)
+
+    return {
+        "raises an Exception": raises,
+        "raises a BaseException subclass": raises_base,
+        "raises KeyboardInterrupt": raises_interrupt,
+        "raises SystemExit": raises_exit,
+        "hangs past its timeout": hangs,
+        "is slow": sleeps,
+        "mutates every mutable argument": mutates,
+        "returns an unserializable value": unserializable,
+        "returns a coroutine where a value was expected": coroutine,
+    }
+
+
+def _as_async(fn: Callable[..., Any], release: threading.Event, name: str) -> Callable[..., Any]:
+    """The same behaviour as an async candidate (hanging and sleeping without blocking)."""
+
+    async def hostile(*a: Any, **k: Any) -> Any:
+        if name == "hangs past its timeout":
+            await asyncio.Event().wait()
+        if name == "is slow":
+            await asyncio.sleep(0.02)
+            return None
+        return fn(*a, **k)
+
+    return hostile
+
+
+def _raise(*a: Any) -> Any:
+    raise RuntimeError("hostile comparator or sink")
+
+
+#: The battery's names, in the order assert_isolated runs them.
+HOSTILE = (
+    *_candidates(threading.Event()),
+    "a comparator that raises",
+    "a sink that raises",
+)
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "value", call()
+    except BaseException as exc:  # noqa: BLE001 - the outcome under test, compared below
+        return "raised", error_of(exc)
+
+
+def _same(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
+    return a[0] == b[0] and (a[1] == b[1] if a[0] == "raised" else equal(a[1], b[1]))
+
+
+def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Assert that no hostile candidate, comparator or sink can change what ``fn`` does.
+
+    ``fn`` is a function decorated with ``@shadow`` (sync or async; a bound method works).
+    It is called once undecorated for reference, then once per entry of :data:`HOSTILE`,
+    each time on fresh deep copies of the arguments, with the shadow forced on and its
+    candidate (or comparator, or sink) replaced by a hostile one.  Each call must return an
+    equal value or raise the same exception (type and message) as the reference, leave the
+    arguments as the reference left them, and leave a shadow on record (the hostile part ran
+    and was counted).  The experiment's settings are restored afterwards.
+    """
+    experiment = getattr(fn, "shadow", None)
+    if not isinstance(experiment, Experiment):
+        raise TypeError(f"fn must be decorated with @shadow, got {fn!r}")
+    undecorated = getattr(fn, "__wrapped__", None)
+    is_async = inspect.iscoroutinefunction(fn)
+    release = threading.Event()
+
+    def run(target: Callable[..., Any]) -> tuple[tuple[str, Any], Any]:
+        a, k = copy.deepcopy((args, kwargs))
+        if not is_async:
+            return _outcome(lambda: target(*a, **k)), (a, k)
+
+        async def go() -> Any:
+            try:
+                return await target(*a, **k)
+            finally:
+                await experiment.aflush(10)
+
+        return _outcome(lambda: asyncio.run(go())), (a, k)
+
+    if undecorated is not None:
+        reference, after = run(undecorated)
+    else:
+        with experiment._override(enabled=False):
+            reference, after = run(fn)
+
+    problems: list[str] = []
+    battery: list[tuple[str, dict[str, Any]]] = [
+        (
+            name,
+            {
+                "candidate": _as_async(hostile, release, name) if is_async else hostile,
+                "timeout": 0.1 if name == "hangs past its timeout" else 10.0,
+            },
+        )
+        for name, hostile in _candidates(release).items()
+    ]
+    battery += [("a comparator that raises", {"compare": _raise})]
+    battery += [("a sink that raises", {"sinks": [_raise]})]
+    # The battery's failures are expected and counted: keep them out of the test's log.
+    logger = logging.getLogger("shadowdeco")
+    was_disabled, logger.disabled = logger.disabled, True
+    try:
+        for name, changes in battery:
+            problems += _check(
+                experiment, fn, run, name=name, reference=reference, after=after, changes=changes
+            )
+    finally:
+        logger.disabled = was_disabled
+        release.set()
+    if problems:
+        raise AssertionError("assert_isolated failed:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _check(
+    experiment: Experiment,
+    fn: Any,
+    run: Callable[[Callable[..., Any]], tuple[tuple[str, Any], Any]],
+    *,
+    name: str,
+    reference: tuple[str, Any],
+    after: Any,
+    changes: dict[str, Any],
+) -> list[str]:
+    memory = Memory()
+    changes.setdefault("sinks", [])
+    changes["sinks"] = [*changes["sinks"], memory]
+    before = experiment.stats()
+    with experiment._override(sample=1.0, enabled=True, **changes):
+        outcome, args_after = run(fn)
+        flushed = experiment.flush(changes.get("timeout", 10.0) + 10.0)
+    stats = experiment.stats()
+    problems = []
+    where = f"with a candidate that {name}" if "candidate" in changes else f"with {name}"
+    if not _same(outcome, reference):
+        problems.append(
+            f"{where}: the caller got {_show(outcome)} instead of {_show(reference)} "
+            "(I1 transparency / I2 isolation)"
+        )
+    if not equal(args_after, after):
+        problems.append(f"{where}: the caller's arguments changed (I5 inputs)")
+    if stats.sampled == before.sampled:
+        problems.append(f"{where}: the call was not shadowed, so nothing was tested")
+    elif not flushed or not memory.results:
+        problems.append(f"{where}: no result was recorded (I4 accounting)")
+    if stats.sampled != stats.emitted + sum(stats.dropped.values()) + stats.in_flight:
+        problems.append(f"{where}: stats() does not add up: {stats} (I4 accounting)")
+    return problems
+
+
+def _show(outcome: tuple[str, Any]) -> str:
+    kind, payload = outcome
+    if kind == "raised":
+        return f"{payload[0]}({payload[1]!r})"
+    text = repr(payload)
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# Hypothesis
+
+
+def assert_transparent(
+    fn: Any,
+    args: Any = None,
+    kwargs: Any = None,
+    *,
+    max_examples: int = 100,
+) -> None:
+    """For every example of the strategies, ``fn`` does what its undecorated self does.
+
+    ``args`` is a Hypothesis strategy of argument tuples (default: no arguments) and
+    ``kwargs`` one of keyword dicts.  The shadow is forced on for the check; each example
+    compares the decorated and the undecorated call on fresh copies of the inputs: an equal
+    value, or the same exception type and message.
+    """
+    # Imported here: Hypothesis is a test dependency, not one of shadowdeco's.
+    from hypothesis import HealthCheck, given, settings  # noqa: PLC0415
+    from hypothesis import strategies as st  # noqa: PLC0415
+
+    experiment = getattr(fn, "shadow", None)
+    undecorated = getattr(fn, "__wrapped__", None)
+    if not isinstance(experiment, Experiment) or undecorated is None:
+        raise TypeError(f"fn must be decorated with @shadow, got {fn!r}")
+    is_async = inspect.iscoroutinefunction(fn)
+
+    def call(target: Callable[..., Any], a: tuple[Any, ...], k: dict[str, Any]) -> tuple[str, Any]:
+        a, k = copy.deepcopy((a, k))
+        if is_async:
+            return _outcome(lambda: asyncio.run(target(*a, **k)))
+        return _outcome(lambda: target(*a, **k))
+
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(args if args is not None else st.just(()), kwargs if kwargs is not None else st.just({}))
+    def check(a: tuple[Any, ...], k: dict[str, Any]) -> None:
+        expected = call(undecorated, a, k)
+        got = call(fn, a, k)
+        assert _same(got, expected), (
+            f"decorated {_show(got)} != undecorated {_show(expected)} for args={a!r} kwargs={k!r}"
+        )
+
+    with experiment._override(sample=1.0, enabled=True), inline():
+        check()

@@ -1,0 +1,231 @@
+"""shadowdeco.testing: the pytest plugin, assert_isolated and assert_transparent."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import KINDS, MODES, build
+from hypothesis import strategies as st
+
+import shadowdeco
+from shadowdeco import shadow
+from shadowdeco.testing import (
+    HOSTILE,
+    ShadowCapture,
+    assert_isolated,
+    assert_transparent,
+    capture,
+    inline,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def score(features: dict[str, Any], *, scale: float = 1.0) -> float:
+    if not features:
+        raise ValueError("no features")
+    return sum(features["values"]) * scale
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_assert_isolated_holds_for_every_binding(kind: str, mode: str) -> None:
+    """The real decorator passes the hostile battery for every binding, sync and async."""
+    target = build(kind, mode, score, score, sinks=[])
+    assert_isolated(target.call, {"values": [1.0, 2.0]}, scale=2.0)
+    assert_isolated(target.call, {})  # live raises: the same exception every time
+
+
+def test_assert_isolated_restores_the_experiment() -> None:
+    """The battery leaves candidate, sample, sinks and timeout as they were."""
+    memory = shadowdeco.sinks.Memory()
+
+    @shadow(candidate=abs, sample=0.25, sinks=[memory], timeout=3.0)
+    def predict(x: int) -> int:
+        return abs(x)
+
+    assert_isolated(predict, -3)
+    exp = predict.shadow
+    assert (exp.candidate, exp.sample, exp.timeout) == (abs, 0.25, 3.0)
+    assert exp._sinks == (memory,)
+
+
+def _broken(decorated: Any, body: Any) -> Any:
+    """A wrapper that poses as @shadow: same .shadow and __wrapped__, broken body."""
+
+    @functools.wraps(decorated)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return body(*args, **kwargs)
+
+    wrapper.shadow = decorated.shadow  # type: ignore[attr-defined]
+    wrapper.__wrapped__ = decorated.__wrapped__  # type: ignore[attr-defined]
+    return wrapper
+
+
+def test_assert_isolated_catches_a_wrapper_that_leaks_candidate_exceptions() -> None:
+    """A wrapper that lets the candidate's exception reach the caller fails, named."""
+
+    @shadow(candidate=abs, sinks=[])
+    def predict(x: int) -> int:
+        return abs(x)
+
+    def leaky(x: int) -> int:
+        value = predict(x)
+        candidate = predict.shadow.candidate
+        if candidate.__name__ in {"raises", "raises_base", "raises_exit", "raises_interrupt"}:
+            candidate(x)
+        return value
+
+    with pytest.raises(AssertionError) as excinfo:
+        assert_isolated(_broken(predict, leaky), -2)
+    message = str(excinfo.value)
+    assert "with a candidate that raises an Exception: the caller got RuntimeError" in message
+    assert "raises SystemExit: the caller got SystemExit" in message
+    assert "(I1 transparency / I2 isolation)" in message
+
+
+def test_assert_isolated_catches_a_wrapper_that_returns_the_candidates_value() -> None:
+    """A wrapper that returns the candidate's answer instead of live's fails."""
+
+    @shadow(candidate=abs, sinks=[])
+    def predict(x: int) -> int:
+        return abs(x)
+
+    def swapped(x: int) -> Any:
+        with inline(), capture() as results:
+            predict(x)
+        return results.results[-1].candidate.value
+
+    with pytest.raises(AssertionError, match=r"the caller got None instead of 2"):
+        assert_isolated(_broken(predict, swapped), -2)
+
+
+def test_assert_isolated_catches_shared_mutable_inputs() -> None:
+    """copy_inputs=False with a mutating candidate is reported as an I5 failure."""
+
+    @shadow(candidate=len, copy_inputs=False, sinks=[])
+    def predict(items: list[int]) -> int:
+        return len(items)
+
+    with pytest.raises(AssertionError, match=r"mutates every mutable argument: the caller's"):
+        assert_isolated(predict, [1, 2, 3])
+
+
+def test_assert_isolated_catches_a_wrapper_that_never_shadows() -> None:
+    """A wrapper that does not shadow at all fails: nothing was tested."""
+
+    @shadow(candidate=abs, sinks=[])
+    def predict(x: int) -> int:
+        return abs(x)
+
+    with pytest.raises(AssertionError, match="was not shadowed, so nothing was tested"):
+        assert_isolated(_broken(predict, predict.__wrapped__), 1)
+
+
+def test_assert_isolated_rejects_undecorated_functions() -> None:
+    """Only @shadow functions can be checked."""
+    with pytest.raises(TypeError, match="fn must be decorated with @shadow"):
+        assert_isolated(abs, 1)
+
+
+def test_the_battery_is_complete() -> None:
+    """The hostile battery covers what the issue lists."""
+    assert len(HOSTILE) == 11
+    assert "a sink that raises" in HOSTILE
+    assert "returns a coroutine where a value was expected" in HOSTILE
+
+
+def test_assert_transparent_passes_for_the_decorator() -> None:
+    """For generated inputs, decorated == undecorated (values and exceptions)."""
+
+    @shadow(candidate=lambda xs: sorted(xs, reverse=True), sinks=[])
+    def rank(xs: list[int]) -> list[int]:
+        if len(xs) > 5:
+            raise ValueError("too many")
+        return sorted(xs)
+
+    assert_transparent(rank, st.tuples(st.lists(st.integers())), max_examples=50)
+
+
+def test_assert_transparent_catches_a_broken_wrapper() -> None:
+    """A wrapper returning the candidate's value is caught with the failing example."""
+
+    @shadow(candidate=lambda x: -x, sinks=[])
+    def neg(x: int) -> int:
+        return x
+
+    def swapped(x: int) -> Any:
+        with inline(), capture() as results:
+            neg(x)
+        return results.results[-1].candidate.value
+
+    with pytest.raises(AssertionError, match=r"decorated .* != undecorated"):
+        assert_transparent(_broken(neg, swapped), st.tuples(st.integers(1, 100)), max_examples=20)
+
+
+def test_capture_sees_every_experiment_and_filters() -> None:
+    """capture() records results of all experiments; filter by name."""
+    one = shadow(candidate=abs, name="one", sinks=[])(abs)
+    two = shadow(candidate=abs, name="two", sinks=[])(abs)
+    with capture() as results:
+        one(-1)
+        two(-2)
+        two(-3)
+        assert len(results.wait(2, experiment="two")) == 2
+    assert [r.candidate.value for r in results.for_experiment("one")] == [1]
+    assert isinstance(results, ShadowCapture)
+    assert shadowdeco._experiment._state.observers == ()
+
+
+def test_capture_and_inline_undo_themselves_when_the_body_fails() -> None:
+    """Global state is restored after an exception in the block."""
+    with pytest.raises(RuntimeError), capture(), inline():
+        raise RuntimeError("test failed")
+    assert shadowdeco._experiment._state.observers == ()
+    assert shadowdeco._experiment._state.inline is False
+
+
+def test_the_plugin_works_without_a_conftest(tmp_path: Path) -> None:
+    """The fixtures come from the installed entry point, and undo themselves on failure."""
+    (tmp_path / "test_user.py").write_text(
+        textwrap.dedent(
+            """
+            import shadowdeco
+            from shadowdeco import shadow
+
+            @shadow(candidate=lambda x: x * 2.0, name="user", sinks=[])
+            def predict(x):
+                return x * 2
+
+            def test_results_right_after_the_call(shadow_results, shadow_inline):
+                assert predict(3) == 6
+                (result,) = shadow_results.for_experiment("user")  # no flush needed
+                assert result.match is True
+
+            def test_a_failing_test(shadow_results, shadow_inline):
+                predict(1)
+                assert False, "fails on purpose"
+
+            def test_state_was_restored():
+                state = shadowdeco._experiment._state
+                assert state.observers == () and state.inline is False
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert "1 failed, 2 passed" in proc.stdout, proc.stdout + proc.stderr
