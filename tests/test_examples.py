@@ -22,6 +22,7 @@ MODULES = [
     "shadowdeco.compare",
     "shadowdeco.sampling",
     "shadowdeco.sinks",
+    "shadowdeco.testing",
 ]
 
 
@@ -67,3 +68,17 @@ def test_the_overhead_benchmark_runs() -> None:
     proc = run(str(REPO / "benchmarks" / "overhead.py"), "--quick")
     assert proc.returncode == 0, proc.stderr
     assert "unsampled" in proc.stdout
+
+
+def test_the_user_test_example_passes() -> None:
+    """examples/test_with_shadowdeco.py passes under pytest, with the plugin's fixtures."""
+    proc = run(
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(REPO / "examples" / "test_with_shadowdeco.py"),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 passed" in proc.stdout
