@@ -19,6 +19,12 @@ from shadowdeco import shadow, sinks
 REPO = Path(__file__).resolve().parents[1]
 
 
+async def never(x: int) -> int:
+    """An async candidate that never finishes."""
+    await asyncio.Event().wait()
+    return x
+
+
 def run_script(source: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(source))
@@ -147,10 +153,6 @@ def test_kill_switch_environment_variable(tmp_path: Path) -> None:
 def test_a_loop_closed_under_pending_candidates_counts_them() -> None:
     """asyncio.run ending with async candidates pending drops them as loop_closed."""
 
-    async def never(x: int) -> int:
-        await asyncio.Event().wait()
-        return x
-
     @shadow(candidate=never, timeout=None, sinks=[])
     async def predict(x: int) -> int:
         return x
@@ -213,10 +215,6 @@ def test_shutdown_closes_and_forgets_every_experiment() -> None:
 def test_async_candidates_cancelled_while_queued_give_their_place_back() -> None:
     """Loops closing under queued async candidates do not shrink max_queue for good."""
 
-    async def never(x: int) -> int:
-        await asyncio.Event().wait()
-        return x
-
     @shadow(candidate=never, timeout=None, max_concurrency=1, max_queue=3, sinks=[])
     async def predict(x: int) -> int:
         return x
@@ -258,10 +256,6 @@ def test_async_candidates_see_the_context_of_the_call_start() -> None:
 
 def test_close_counts_pending_async_candidates_as_shutdown() -> None:
     """close() settles pending async candidates as shutdown, then cancels them."""
-
-    async def never(x: int) -> int:
-        await asyncio.Event().wait()
-        return x
 
     @shadow(candidate=never, timeout=None, sinks=[])
     async def predict(x: int) -> int:
