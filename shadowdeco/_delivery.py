@@ -22,7 +22,7 @@ from .sinks import as_emit
 if TYPE_CHECKING:
     from ._experiment import Experiment
 
-__all__ = ["SinkWorker", "sink_name", "stop_workers", "worker_for"]
+__all__ = ["SinkWorker", "sink_name", "stop_worker", "stop_workers", "worker_for"]
 
 log = logging.getLogger("shadowdeco")
 
@@ -119,6 +119,14 @@ def worker_for(sink: Any) -> SinkWorker:
             if worker is None or worker.sink is not sink:
                 worker = _workers[id(sink)] = SinkWorker(sink)
     return worker
+
+
+def stop_worker(sink: object, timeout: float | None = 5.0) -> None:
+    """Stop the worker of one sink (after its queue drains), if it has one."""
+    with _lock:
+        worker = _workers.pop(id(sink), None)
+    if worker is not None and worker.sink is sink:
+        worker.stop(timeout)
 
 
 def stop_workers(timeout: float | None) -> list[object]:

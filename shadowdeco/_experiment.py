@@ -45,7 +45,7 @@ from typing import Any, Final
 from . import _delivery, _result
 from . import compare as _compare
 from . import sampling as _sampling
-from ._delivery import stop_workers, worker_for
+from ._delivery import stop_worker, stop_workers, worker_for
 from ._result import Observation, ShadowResult, error_of, to_jsonable
 from ._runner import (
     DONE,
@@ -642,11 +642,13 @@ class Experiment:
         return await loop.run_in_executor(None, self.flush, timeout)
 
     def _flush_sinks(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
         failed = 0
         for sink in self._sinks_now():
             flush_sink = getattr(sink, "flush", None)
             if callable(flush_sink):
-                failed += guard("sink flush", self.name, flush_sink, timeout) is FAILED
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                failed += guard("sink flush", self.name, flush_sink, remaining) is FAILED
         if failed:
             with self._lock:
                 self._sink_errors += failed
@@ -656,8 +658,8 @@ class Experiment:
         """Stop shadowing; flush what is pending up to ``timeout``, then drop the rest.
 
         Calls made after ``close()`` run live only.  What could not finish in time is
-        counted as dropped with reason ``shutdown``.  Closing twice is harmless.  The sinks are
-        flushed, not closed (other experiments may share them): :func:`shutdown` closes them.
+        counted as dropped with reason ``shutdown``.  Closing twice is harmless.  Its sinks are
+        flushed, and closed unless another registered experiment still uses them.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self._closed = True
@@ -675,6 +677,7 @@ class Experiment:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(task.cancel)
         _unregister(self)
+        _close_unused_sinks(self._sinks or ())
 
     @contextlib.contextmanager
     def _override(self, **changes: Any) -> Iterator[None]:
@@ -821,6 +824,18 @@ def _unregister(exp: Experiment) -> None:
             del _state.registry[exp.name]
 
 
+def _close_unused_sinks(sinks: Iterable[Any]) -> None:
+    """Close the sinks that no registered experiment (nor the defaults) uses any more."""
+    in_use = {id(s) for exp in experiments() for s in exp._sinks_now()}
+    for sink in sinks:
+        if id(sink) in in_use:
+            continue
+        stop_worker(sink)
+        close_sink = getattr(sink, "close", None)
+        if callable(close_sink):
+            guard("sink close", "close", close_sink)
+
+
 def experiment(name: str) -> Experiment:
     """The experiment registered under ``name``."""
     with _state.lock:
@@ -858,17 +873,10 @@ def shutdown(timeout: float | None = 5.0) -> None:
     for exp in closing:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         exp.close(remaining)
-    # Sinks may be shared between experiments: stop their workers (which drain first), then
-    # close each sink once.
-    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-    sinks = stop_workers(remaining)
-    sinks += [s for exp in closing for s in exp._sinks or ()] + list(_state.default_sinks or ())
-    closed: set[int] = set()
-    for sink in sinks:
-        close_sink = getattr(sink, "close", None)
-        if id(sink) not in closed and callable(close_sink):
-            closed.add(id(sink))
-            guard("sink close", "shutdown", close_sink)
+    # Each experiment closed the sinks no other one uses; what is left are the process-wide
+    # defaults: stop every worker (they drain first), then close those.
+    stop_workers(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    _close_unused_sinks(_state.default_sinks or ())
     with _state.lock:
         watcher, _state.config = _state.config, None
     if watcher is not None:

@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -72,11 +73,33 @@ def guard(operation: str, experiment: str, fn: Callable[..., Any], *args: Any) -
     except KeyboardInterrupt:
         if threading.current_thread() is threading.main_thread():
             raise
-        log.exception("shadowdeco: %s of experiment %r raised", operation, experiment)
+        _log_failure(operation, experiment)
         return FAILED
-    except BaseException:
-        log.exception("shadowdeco: %s of experiment %r raised", operation, experiment)
+    except BaseException:  # noqa: BLE001 - user code must never end a shadowdeco thread
+        _log_failure(operation, experiment)
         return FAILED
+
+
+# A sink failing on every result (a full disk) must not flood the log: each kind of failure
+# is logged with its traceback at most once a minute, with a count of the ones not shown.
+_LOG_EVERY: Final = 60.0
+_failures: dict[tuple[str, str, str], list[float]] = {}
+
+
+def _log_failure(operation: str, experiment: str) -> None:
+    error = sys.exc_info()[1]
+    key = (operation, experiment, type(error).__qualname__)
+    now = time.monotonic()
+    seen = _failures.get(key)
+    if seen is not None and now - seen[0] < _LOG_EVERY:
+        seen[1] += 1
+        return
+    suppressed = int(seen[1]) if seen is not None else 0
+    _failures[key] = [now, 0]
+    more = f" ({suppressed} more like it since the last report)" if suppressed else ""
+    log.error(
+        "shadowdeco: %s of experiment %r raised%s", operation, experiment, more, exc_info=True
+    )
 
 
 def in_shadow() -> bool:

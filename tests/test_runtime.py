@@ -319,7 +319,7 @@ def test_a_config_rate_keeps_a_by_key_sampler_stable(tmp_path: Path) -> None:
 
 
 def test_close_leaves_shared_sinks_open_and_shutdown_closes_them_once() -> None:
-    """A sink shared by two experiments is closed once, at shutdown."""
+    """A sink is closed when no experiment uses it any more, once."""
 
     class Closable(sinks.Memory):
         closes = 0
@@ -327,12 +327,12 @@ def test_close_leaves_shared_sinks_open_and_shutdown_closes_them_once() -> None:
         def close(self) -> None:
             self.closes += 1
 
-    shared = Closable()
-    one = shadow(candidate=abs, name="one", sinks=[shared])(abs)
+    shared, own = Closable(), Closable()
+    one = shadow(candidate=abs, name="one", sinks=[shared, own])(abs)
     two = shadow(candidate=abs, name="two", sinks=[shared])(abs)
     one.shadow.close()
-    assert shared.closes == 0
+    assert (shared.closes, own.closes) == (0, 1)  # `two` still uses the shared one
     two(-1)
     shadowdeco.shutdown(5)
-    assert shared.closes == 1
+    assert (shared.closes, own.closes) == (1, 1)
     assert len(shared) == 1
