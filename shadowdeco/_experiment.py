@@ -375,6 +375,23 @@ class Experiment:
 
     # -- the live path: short and guarded ------------------------------------------------------
 
+    def _decide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Is this call sampled? (Counts it as skipped when not.)  The decorator inlines
+        the rate case of this for speed; the middleware calls it."""
+        rate = self._rate
+        if rate is None:
+            return self._sampled_by_sampler(args, kwargs)
+        if rate < 1.0 and (rate <= 0.0 or random.random() >= rate):
+            next(self._skipped)
+            return False
+        return True
+
+    def _drop_sampled(self, reason: str) -> None:
+        """A sampled call that cannot be shadowed at all (e.g. body_too_large): count it."""
+        with self._lock:
+            self._sampled += 1
+            self._drop_locked(reason)
+
     def _sampled_by_sampler(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Ask a sampler that is not a plain rate (the wrapper decides rates inline)."""
         try:

@@ -39,6 +39,8 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "ByKey",
+    "Header",
+    "Path",
     "PerSecond",
     "Rate",
     "Sampler",
@@ -46,6 +48,8 @@ __all__ = [
     "When",
     "by_key",
     "coerce",
+    "header",
+    "path",
     "per_second",
     "rate",
     "when",
@@ -345,6 +349,55 @@ def when(predicate: Callable[..., object]) -> Sampler:
     if isinstance(predicate, Sampler):
         return predicate
     return When(predicate)
+
+
+class Header(Sampler):
+    """For the middleware: samples requests that carry header ``name`` (equal to ``value``)."""
+
+    __slots__ = ("_name", "_value")
+
+    def __init__(self, name: str, value: str | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a header name, got {name!r}")
+        self._name = name.lower()
+        self._value = value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> bool:
+        header = getattr(args[0], "header", None) if args else None
+        found = header(self._name) if callable(header) else None
+        return found is not None and (self._value is None or found == self._value)
+
+    def __repr__(self) -> str:
+        value = "" if self._value is None else f", {self._value!r}"
+        return f"header({self._name!r}{value})"
+
+
+def header(name: str, value: str | None = None) -> Sampler:
+    """Sample the requests that carry header ``name`` (with ``value``, if given)."""
+    return Header(name, value)
+
+
+class Path(Sampler):
+    """For the middleware: samples requests whose path starts with one of ``prefixes``."""
+
+    __slots__ = ("_prefixes",)
+
+    def __init__(self, *prefixes: str) -> None:
+        if not prefixes or not all(isinstance(p, str) and p.startswith("/") for p in prefixes):
+            raise ValueError(f"prefixes must be paths starting with '/', got {prefixes!r}")
+        self._prefixes = prefixes
+
+    def __call__(self, *args: Any, **kwargs: Any) -> bool:
+        path = getattr(args[0], "path", None) if args else None
+        return isinstance(path, str) and path.startswith(self._prefixes)
+
+    def __repr__(self) -> str:
+        return f"path({', '.join(map(repr, self._prefixes))})"
+
+
+def path(*prefixes: str) -> Sampler:
+    """Sample the requests whose path starts with one of ``prefixes`` (a route)."""
+    return Path(*prefixes)
 
 
 def coerce(value: object, *, param: str = "sample") -> Sampler:

@@ -1,0 +1,447 @@
+"""What the WSGI and ASGI middleware share: the captured request, the response summary,
+the URL candidate and the options.
+
+A mirrored request is captured once (method, path, query, headers, body up to ``max_body``)
+as an immutable :class:`Request`; each arm's answer is summarised as an :class:`HttpResponse`
+(status, headers, body digest, the body itself up to a cap for comparison).  Bodies reach the
+sinks only with ``record_body=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import math
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .. import compare as _compare
+from .._experiment import Experiment, register
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "HttpResponse",
+    "Request",
+    "Settings",
+    "UrlCandidate",
+]
+
+DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST"})
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those http.client sets itself: never forwarded.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+SHADOW_HEADER = "x-shadow-request"
+
+
+class Request:
+    """A mirrored request, captured before the live app saw it."""
+
+    __slots__ = ("body", "headers", "method", "path", "query", "record_body", "scheme", "shown")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+        *,
+        scheme: str = "http",
+        record_body: bool = False,
+        shown: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        #: lower-case names, in order; repeated headers stay repeated
+        self.headers = headers
+        self.body = body
+        self.scheme = scheme
+        self.record_body = record_body
+        self.shown = shown  # the headers results record (the allow list, no credentials)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (case-insensitive)."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the result records of the request (``inputs``): no body unless asked."""
+        out: dict[str, Any] = {
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": [list(h) for h in self.shown],
+            "body_sha256": hashlib.sha256(self.body).hexdigest(),
+            "body_len": len(self.body),
+        }
+        if self.record_body:
+            out["body"] = _text(self.body)
+        return out
+
+    def __repr__(self) -> str:
+        query = f"?{self.query}" if self.query else ""
+        return f"<Request {self.method} {self.path}{query} ({len(self.body)} bytes)>"
+
+
+class HttpResponse:
+    """One arm's answer: status, chosen headers, a digest of the body and, capped, the body."""
+
+    __slots__ = ("body", "body_len", "body_sha256", "headers", "record_body", "status", "truncated")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        body_len: int,
+        body_sha256: str,
+        truncated: bool,
+        record_body: bool,
+    ) -> None:
+        self.status = status
+        self.headers = tuple((k.lower(), v) for k, v in headers)
+        self.body = body  # up to the cap, for comparison
+        self.body_len = body_len
+        self.body_sha256 = body_sha256
+        self.truncated = truncated
+        self.record_body = record_body
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def json(self) -> Any:
+        """The body parsed as JSON, or raise ValueError (not JSON, or cut at the cap)."""
+        if self.truncated:
+            raise ValueError("body truncated at the capture cap")
+        return json.loads(self.body)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "headers": [list(h) for h in self.headers],
+            "body_sha256": self.body_sha256,
+            "body_len": self.body_len,
+        }
+        if self.record_body:
+            out["body"] = _text(self.body)
+            out["body_truncated"] = self.truncated
+        return out
+
+    def __repr__(self) -> str:
+        return f"<HttpResponse {self.status} ({self.body_len} bytes)>"
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", errors="replace")
+
+
+class BodyCollector:
+    """Collects a response body as it streams: full digest, bytes up to ``cap``."""
+
+    __slots__ = ("_digest", "cap", "chunks", "kept", "length")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.length = 0
+        self._digest = hashlib.sha256()
+
+    def add(self, chunk: bytes) -> None:
+        self.length += len(chunk)
+        self._digest.update(chunk)
+        if self.kept < self.cap:
+            piece = chunk[: self.cap - self.kept]
+            self.chunks.append(piece)
+            self.kept += len(piece)
+
+    def response(
+        self, status: int, headers: Iterable[tuple[str, str]], settings: Settings
+    ) -> HttpResponse:
+        return HttpResponse(
+            status,
+            settings.chosen(headers),
+            b"".join(self.chunks),
+            body_len=self.length,
+            body_sha256=self._digest.hexdigest(),
+            truncated=self.length > self.kept,
+            record_body=settings.record_body,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison
+
+
+#: Headers that differ between any two responses: never compared.
+VOLATILE_HEADERS = frozenset(
+    {
+        "date",
+        "server",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "set-cookie",
+        "etag",
+        "last-modified",
+        "age",
+        "expires",
+        "x-request-id",
+        "x-correlation-id",
+        "x-runtime",
+        "x-response-time",
+        "server-timing",
+        "via",
+    }
+)
+
+
+class CompareHttp:
+    """Compares two :class:`HttpResponse`: status, JSON-aware body, non-volatile headers.
+
+    ``ignore`` holds dotted paths removed from JSON bodies first (request ids, timestamps);
+    bodies that are not JSON compare by digest.  ``headers=False`` compares no headers.
+    """
+
+    __slots__ = ("_body", "headers", "ignore_headers")
+
+    def __init__(
+        self,
+        *,
+        ignore: Iterable[str] = (),
+        headers: bool = True,
+        ignore_headers: Iterable[str] = (),
+    ) -> None:
+        paths = tuple(ignore)
+        self._body: Callable[[Any, Any], Any] = _compare.ignore(*paths) if paths else _compare.equal
+        self.headers = headers
+        self.ignore_headers = VOLATILE_HEADERS | {h.lower() for h in ignore_headers}
+
+    def __call__(self, live: Any, candidate: Any) -> bool:
+        if not isinstance(live, HttpResponse) or not isinstance(candidate, HttpResponse):
+            return bool(_compare.equal(live, candidate))
+        if live.status != candidate.status:
+            return False
+        if self.headers and self._headers(live) != self._headers(candidate):
+            return False
+        if live.body_sha256 == candidate.body_sha256:
+            return True
+        try:
+            return bool(self._body(live.json(), candidate.json()))
+        except ValueError:  # not JSON (or cut at the cap): the digests differ, so no match
+            return False
+
+    def _headers(self, response: HttpResponse) -> list[tuple[str, str]]:
+        return sorted(h for h in response.headers if h[0] not in self.ignore_headers)
+
+    def __repr__(self) -> str:
+        return f"compare_http(headers={self.headers})"
+
+
+def compare_http(
+    *, ignore: Iterable[str] = (), headers: bool = True, ignore_headers: Iterable[str] = ()
+) -> CompareHttp:
+    """The middleware's default comparator; ``ignore`` paths for JSON bodies."""
+    return CompareHttp(ignore=ignore, headers=headers, ignore_headers=ignore_headers)
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+class Settings:
+    """The middleware's own options, checked at construction."""
+
+    def __init__(
+        self,
+        *,
+        methods: Iterable[str],
+        max_body: int,
+        max_response_body: int,
+        record_body: bool,
+        headers: Iterable[str] | None,
+        deny_headers: Iterable[str],
+        forward_credentials: bool,
+    ) -> None:
+        if isinstance(methods, str):
+            raise TypeError(f"methods must be a collection of HTTP methods, got {methods!r}")
+        self.methods = frozenset(m.upper() for m in methods)
+        if not self.methods or not all(m.isalpha() for m in self.methods):
+            raise ValueError(f"methods must name HTTP methods, got {methods!r}")
+        for param, value in (("max_body", max_body), ("max_response_body", max_response_body)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{param} must be an int of bytes >= 0, got {value!r}")
+        self.max_body = max_body
+        self.max_response_body = max_response_body
+        if not isinstance(record_body, bool):
+            raise TypeError(f"record_body must be a bool, got {record_body!r}")
+        self.record_body = record_body
+        if not isinstance(forward_credentials, bool):
+            raise TypeError(f"forward_credentials must be a bool, got {forward_credentials!r}")
+        self.forward_credentials = forward_credentials
+        #: headers recorded on results (None: all but credentials)
+        self.headers = None if headers is None else _names("headers", headers)
+        self.deny_headers = _names("deny_headers", deny_headers) | CREDENTIALS
+
+    def chosen(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers a result records: the allow list, never credentials."""
+        out = []
+        for key, value in headers:
+            name = key.lower()
+            if name in self.deny_headers:
+                continue
+            if self.headers is None or name in self.headers:
+                out.append((name, value))
+        return out
+
+    def forwarded(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The request headers sent to a URL candidate."""
+        out = []
+        for key, value in headers:
+            name = key.lower()
+            if name in _HOP_BY_HOP or name == SHADOW_HEADER:
+                continue
+            if name in CREDENTIALS and not self.forward_credentials:
+                continue
+            if name in self.deny_headers and name not in CREDENTIALS:
+                continue
+            out.append((name, value))
+        out.append((SHADOW_HEADER, "1"))
+        return out
+
+
+def _names(param: str, names: Iterable[str]) -> frozenset[str]:
+    if isinstance(names, str):
+        raise TypeError(f"{param} must be a collection of header names, got {names!r}")
+    out = frozenset(n.lower() for n in names)
+    if not all(isinstance(n, str) and n for n in out):
+        raise ValueError(f"{param} must hold non-empty header names, got {names!r}")
+    return out
+
+
+def make_experiment(
+    app: object,
+    candidate: Callable[..., Any],
+    *,
+    name: str | None,
+    options: dict[str, Any],
+    settings: Settings,
+) -> Experiment:
+    """The middleware's experiment: requests are its inputs, responses its values."""
+    if not callable(app):
+        raise TypeError(f"app must be a WSGI/ASGI application, got {app!r}")
+    compare = options.pop("compare", None)
+    if name is None:  # like the decorator: the app's module-qualified name
+        owner = app if hasattr(app, "__qualname__") else type(app)
+        name = f"{owner.__module__}.{owner.__qualname__}"
+    exp = Experiment(
+        name,
+        candidate,
+        compare=compare_http() if compare is None else compare,
+        copy_inputs=False,  # a Request is immutable: bytes and tuples
+        record_inputs=True,
+        **options,
+    )
+    return register(exp)
+
+
+# --------------------------------------------------------------------------------------------
+# A candidate served elsewhere
+
+
+class UrlCandidate:
+    """Sends the mirrored request to ``base_url`` with ``http.client``; one keep-alive
+    connection per worker thread, ``timeout`` seconds per request."""
+
+    def __init__(self, base_url: str, settings: Settings, timeout: float | None) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"candidate URL must be http(s)://host[:port][/base], got {base_url!r}"
+            )
+        self.base_url = base_url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._base = parts.path.rstrip("/")
+        self._settings = settings
+        self._timeout = timeout if timeout is not None and math.isfinite(timeout) else None
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+        return conn
+
+    def __call__(self, request: Request) -> HttpResponse:
+        target = self._base + request.path + (f"?{request.query}" if request.query else "")
+        headers = self._settings.forwarded(request.headers)
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.putrequest(request.method, target, skip_accept_encoding=True)
+                for key, value in headers:
+                    conn.putheader(key, value)
+                if request.body or request.method in {"POST", "PUT", "PATCH"}:
+                    conn.putheader("content-length", str(len(request.body)))
+                conn.endheaders(request.body or None)
+                response = conn.getresponse()
+                collector = BodyCollector(self._settings.max_response_body)
+                while chunk := response.read(65536):
+                    collector.add(chunk)
+                if response.will_close:
+                    self._drop_connection()
+                return collector.response(response.status, response.getheaders(), self._settings)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A kept-alive connection the server closed meanwhile: retry once, fresh.
+                self._drop_connection()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self._drop_connection()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"UrlCandidate({self.base_url!r})"
+
+
+def elapsed_since(start: float) -> float:
+    return time.perf_counter() - start

@@ -1,0 +1,327 @@
+"""ASGI middleware: mirror sampled requests to a candidate app or URL.
+
+>>> from shadowdeco.middleware import ShadowASGIMiddleware
+>>> async def live_app(scope, receive, send):
+...     await send({"type": "http.response.start", "status": 200, "headers": []})
+...     await send({"type": "http.response.body", "body": b"live"})
+>>> app = ShadowASGIMiddleware(live_app, "http://127.0.0.1:8001", sinks=[])
+>>> app.shadow.name
+'shadowdeco.middleware.asgi.live_app'
+
+FastAPI / Starlette: ``app.add_middleware(ShadowASGIMiddleware, candidate=...)`` or wrap the
+app object.  Messages pass through at once, in order; lifespan and websocket scopes pass
+straight through, except that ``lifespan.shutdown`` first drains the pending mirrors (up to
+``drain_timeout`` seconds) so nothing is lost on a deploy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from .._experiment import Experiment
+from .._runner import Job
+from ._http import (
+    DEFAULT_METHODS,
+    SHADOW_HEADER,
+    BodyCollector,
+    HttpResponse,
+    Request,
+    Settings,
+    UrlCandidate,
+    make_experiment,
+)
+
+__all__ = ["ShadowASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_SHADOW_HEADER = SHADOW_HEADER.encode("latin-1")
+
+
+class ShadowASGIMiddleware:
+    """Mirror sampled HTTP requests of an ASGI ``app`` to ``candidate``.
+
+    ``candidate`` is another ASGI app (run as a task on the server's loop) or a base URL.
+    Options as :class:`~shadowdeco.middleware.ShadowWSGIMiddleware`, plus ``drain_timeout``
+    (how long ``lifespan.shutdown`` waits for pending mirrors).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        candidate: ASGIApp | str,
+        *,
+        name: str | None = None,
+        sample: Any = 1.0,
+        sinks: Iterable[Any] | None = None,
+        compare: Any = None,
+        timeout: float | None = 10.0,
+        max_concurrency: int = 4,
+        max_queue: int = 1000,
+        enabled: bool = True,
+        methods: Iterable[str] = DEFAULT_METHODS,
+        max_body: int = 1 << 20,
+        max_response_body: int = 1 << 20,
+        record_body: bool = False,
+        headers: Iterable[str] | None = None,
+        deny_headers: Iterable[str] = (),
+        forward_credentials: bool = False,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.settings = Settings(
+            methods=methods,
+            max_body=max_body,
+            max_response_body=max_response_body,
+            record_body=record_body,
+            headers=headers,
+            deny_headers=deny_headers,
+            forward_credentials=forward_credentials,
+        )
+        if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, (int, float)):
+            raise TypeError(f"drain_timeout must be a number of seconds, got {drain_timeout!r}")
+        if not drain_timeout >= 0:
+            raise ValueError(f"drain_timeout must be >= 0, got {drain_timeout!r}")
+        self.drain_timeout = float(drain_timeout)
+        run: Callable[[Request], Any]
+        if isinstance(candidate, str):
+            run = UrlCandidate(candidate, self.settings, timeout)
+        elif callable(candidate):
+            run = ASGICandidate(candidate, self.settings)
+        else:
+            raise TypeError(f"candidate must be an ASGI app or a base URL, got {candidate!r}")
+        self.shadow: Experiment = make_experiment(
+            app,
+            run,
+            name=name,
+            settings=self.settings,
+            options={
+                "sample": sample,
+                "sinks": sinks,
+                "compare": compare,
+                "timeout": timeout,
+                "max_concurrency": max_concurrency,
+                "max_queue": max_queue,
+                "enabled": enabled,
+            },
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        exp = self.shadow
+        if (
+            kind != "http"
+            or not exp._active
+            or scope["method"] not in self.settings.methods
+            or any(key == _SHADOW_HEADER for key, _ in scope.get("headers", ()))
+        ):
+            await self.app(scope, receive, send)
+            return
+        head = _request(scope, b"", self.settings)
+        if not exp._decide((head,), {}):
+            await self.app(scope, receive, send)
+            return
+        body, replay = await _read_body(scope, receive, self.settings.max_body)
+        if isinstance(body, str):  # not mirrored; the live app gets the very same messages
+            exp._drop_sampled(body)
+            await self.app(scope, replay, send)
+            return
+        job = exp._admit(None, (_request(scope, body, self.settings),), {})
+        if job is None:
+            await self.app(scope, replay, send)
+            return
+        watcher = _Response(exp, job, self.settings, send, asyncio.get_running_loop())
+        try:
+            await self.app(scope, replay, watcher.send)
+        except BaseException as exc:
+            watcher.finish(exc)
+            raise
+        watcher.finish(None)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def observed() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                # A graceful stop: let the pending mirrors finish before the app shuts down.
+                await self.shadow.aflush(self.drain_timeout)
+            return message
+
+        return observed
+
+
+def _request(scope: Scope, body: bytes, settings: Settings) -> Request:
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope.get("path", "/")
+    root = scope.get("root_path", "")
+    headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
+    return Request(
+        scope["method"],
+        path if path.startswith(root) else root + path,
+        scope.get("query_string", b"").decode("latin-1"),
+        headers,
+        body,
+        scheme=scope.get("scheme", "http"),
+        record_body=settings.record_body,
+        shown=tuple(settings.chosen(headers)),
+    )
+
+
+async def _read_body(scope: Scope, receive: Receive, max_body: int) -> tuple[bytes | str, Receive]:
+    """Read the request body for mirroring; returns it (or why not) and a ``receive`` that
+    replays exactly the messages read, ``more_body`` included, then passes through."""
+    messages: list[Message] = []
+    declared = None
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return "bad_request", receive
+    if declared is not None and declared > max_body:
+        return "body_too_large", receive  # not read at all
+    size = 0
+    reason: str | None = None
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            reason = "incomplete_body"
+            break
+        size += len(message.get("body", b""))
+        if size > max_body:
+            reason = "body_too_large"
+            break
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        if messages:
+            return messages.pop(0)
+        return await receive()
+
+    if reason is not None:
+        return reason, replay
+    return b"".join(m.get("body", b"") for m in messages), replay
+
+
+class _Response:
+    """Forwards each live message at once and hands the finished pair to the runner once."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        job: Job,
+        settings: Settings,
+        send: Send,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._exp = exp
+        self._job = job
+        self._settings = settings
+        self._send = send
+        self._loop = loop
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = BodyCollector(settings.max_response_body)
+        self._finished = False
+
+    async def send(self, message: Message) -> None:
+        await self._send(message)  # first the client, then our bookkeeping
+        kind = message.get("type")
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self.headers = [
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())
+            ]
+        elif kind == "http.response.body":
+            self.body.add(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.finish(None)  # the response is complete: the app may still run on
+
+    def finish(self, error: BaseException | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if error is not None:
+            self._exp._submit(self._job, None, error, self._loop)
+        else:
+            response = self.body.response(self.status, self.headers, self._settings)
+            self._exp._submit(self._job, response, None, self._loop)
+
+
+class ASGICandidate:
+    """Runs an ASGI app on the mirrored request, as a task on the server's loop."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self._settings = settings
+
+    async def __call__(self, request: Request) -> HttpResponse:
+        path, _, _ = request.path.partition("?")
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": request.scheme,
+            "path": _unquote(path),
+            "raw_path": path.encode("latin-1"),
+            "query_string": request.query.encode("latin-1"),
+            "root_path": "",
+            "headers": [
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in request.headers
+                if k != SHADOW_HEADER
+            ]
+            + [(_SHADOW_HEADER, b"1")],
+            "client": None,
+            "server": None,
+        }
+        done = asyncio.Event()
+        sent_body = False
+
+        async def receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": request.body, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        state: dict[str, Any] = {"status": 0, "headers": []}
+        collector = BodyCollector(self._settings.max_response_body)
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["headers"] = [
+                    (k.decode("latin-1"), v.decode("latin-1"))
+                    for k, v in message.get("headers", ())
+                ]
+            elif message["type"] == "http.response.body":
+                collector.add(message.get("body", b""))
+                if not message.get("more_body", False):
+                    done.set()
+
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            done.set()
+        return collector.response(state["status"], state["headers"], self._settings)
+
+    def __repr__(self) -> str:
+        return f"ASGICandidate({self.app!r})"
+
+
+def _unquote(path: str) -> str:
+    return urllib.parse.unquote(path)
