@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._result import ShadowResult
-from ._runner import FAILED, guard
+from ._runner import FAILED, guard, start_daemon
 from .sinks import as_emit
 
 if TYPE_CHECKING:
@@ -65,27 +65,34 @@ class SinkWorker:
                 return False
             self._warned = False
             self._pending += 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"shadowdeco-sink-{self.name}", daemon=True
-                )
-                self._thread.start()
+        if not self.ensure_started():
+            # At interpreter exit with no thread for this sink yet: deliver right here.
+            self._deliver(exp, result)
+            return True
         self._queue.put((exp, result))
         return True
+
+    def ensure_started(self) -> bool:
+        with self._cond:
+            if self._thread is None:
+                self._thread = start_daemon(self._run, f"shadowdeco-sink-{self.name}")
+            return self._thread is not None
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            exp, result = item
-            if guard("sink", exp.name, self._emit, result) is FAILED:
-                exp._count_sink_error()
-            with self._cond:
-                self._pending -= 1
-                if self._pending == 0:
-                    self._cond.notify_all()
-            del item, exp, result  # hold nothing while waiting for the next one
+            self._deliver(*item)
+            del item  # hold nothing while waiting for the next one
+
+    def _deliver(self, exp: Experiment, result: ShadowResult) -> None:
+        if guard("sink", exp.name, self._emit, result) is FAILED:
+            exp._count_sink_error()
+        with self._cond:
+            self._pending -= 1
+            if self._pending == 0:
+                self._cond.notify_all()
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until every queued result was handed to the sink."""

@@ -291,6 +291,7 @@ class Experiment:
         self._settled = threading.Condition(self._lock)
         self._lane = Lane(self)
         self._closed = False
+        self._started = False  # the emitter and sink threads, see _start_threads
         self._warned: set[str] = set()
         self._generation = 0  # bumped in a forked child: older jobs are the parent's
         self._active = False
@@ -455,9 +456,20 @@ class Experiment:
         elif loop is not None and self._executor is None and self._async_candidate(job):
             start_task(job, loop)
         else:
+            if not self._started:
+                self._start_threads()
             self._lane.put(job)
             if _state.inline and loop is None:
                 self.flush(self._inline_timeout())
+
+    def _start_threads(self) -> None:
+        """Start the emitter and the sinks' threads with the first shadow, not the first
+        result: Python 3.12+ refuses new threads at interpreter exit, when the pending
+        results are flushed."""
+        self._started = True
+        emitter.ensure_started()
+        for sink in self._sinks_now():
+            worker_for(sink).ensure_started()
 
     def _inline_timeout(self) -> float:
         """How long an inline call waits for its shadow (testing): past the timeout, a bit."""
@@ -737,6 +749,7 @@ class Experiment:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
         self._lane.reset_after_fork()
+        self._started = False  # the parent's threads did not come along
         self._generation += 1
         # What the parent had in flight cannot finish here: count it once, as "fork".
         lost = self._in_flight_locked()

@@ -102,6 +102,16 @@ def _log_failure(operation: str, experiment: str) -> None:
     )
 
 
+def start_daemon(target: Callable[[], None], name: str) -> threading.Thread | None:
+    """Start a daemon thread; None when Python no longer allows new threads (at exit, 3.12+)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        return None
+    return thread
+
+
 def in_shadow() -> bool:
     """True while shadowdeco runs a candidate (and in what the candidate calls)."""
     return _IN_SHADOW.get(False)
@@ -382,6 +392,7 @@ class Lane:
         self.waiting = 0
         self.queued = 0
         self.workers: set[threading.Thread] = set()
+        self.spawning = 0
         self.idle = 0
         self.running: set[Job] = set()
         self.tasks: dict[asyncio.Task[None], Job] = {}
@@ -391,18 +402,55 @@ class Lane:
     def put(self, job: Job) -> None:
         """Enqueue a job whose live call has ended (called on the live path)."""
         exp = self.exp
-        thread = None
+        start = False
         with exp._lock:
             self.queue.put(job)
             self.queued += 1
-            if self.queued > self.idle and len(self.workers) < exp._max_concurrency:
-                thread = threading.Thread(
-                    target=self._work, name=f"shadowdeco-{exp.name}", daemon=True
-                )
-                self.workers.add(thread)
+            if self.queued > self.idle and self.threads() < exp._max_concurrency:
+                start = True
                 self.idle += 1
+                self.spawning += 1
+        if start:
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        exp = self.exp
+        # Registered before it runs, so _work can find and remove itself under the lock.
+        ready = threading.Event()
+
+        def work() -> None:
+            ready.wait()
+            self._work()
+
+        thread = start_daemon(work, f"shadowdeco-{exp.name}")
+        with exp._lock:
+            self.spawning -= 1
+            if thread is not None:
+                self.workers.add(thread)
+                orphaned = []
+            else:  # at interpreter exit: no new threads; without any worker, nothing runs
+                self.idle -= 1
+                orphaned = [] if self.threads() else self._take_queued_locked()
         if thread is not None:
-            thread.start()
+            ready.set()
+        for job in orphaned:
+            exp._settle_drop(job, "shutdown")
+
+    def threads(self) -> int:
+        """Worker threads running or being started (under the experiment's lock)."""
+        return len(self.workers) + self.spawning
+
+    def _take_queued_locked(self) -> list[Job]:
+        jobs: list[Job] = []
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not None:
+                self.queued -= 1
+                self.waiting -= 1
+                jobs.append(job)
 
     def _work(self) -> None:
         exp = self.exp
@@ -476,7 +524,7 @@ class Lane:
 
     def reset_after_fork(self) -> None:
         self.queue = queue.SimpleQueue()
-        self.waiting = self.queued = self.idle = 0
+        self.waiting = self.queued = self.idle = self.spawning = 0
         self.workers = set()
         self.running = set()
         self.tasks = {}
@@ -596,10 +644,7 @@ class _Timer:
                 self._compact_at = max(1024, 2 * len(heap))
             heapq.heappush(heap, (deadline, next(self._seq), weakref.ref(job)))
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="shadowdeco-timer", daemon=True
-                )
-                self._thread.start()
+                self._thread = start_daemon(self._run, "shadowdeco-timer")
             elif heap[0][2]() is job:
                 self._cond.notify()
 
@@ -645,18 +690,21 @@ class _Emitter:
         self._pending = 0
         self._thread: threading.Thread | None = None
 
-    def put(self, job: Job, obs: Observation) -> None:
+    def ensure_started(self) -> bool:
         with self._lock:
-            if self._pending >= self.max_pending:
-                full = True
-            else:
-                full = False
+            if self._thread is None:
+                self._thread = start_daemon(self._run, "shadowdeco-emitter")
+            return self._thread is not None
+
+    def put(self, job: Job, obs: Observation) -> None:
+        if not self.ensure_started():
+            # At interpreter exit with no emitter thread yet: emit here, on this worker.
+            job.exp._emit(job, obs)
+            return
+        with self._lock:
+            full = self._pending >= self.max_pending
+            if not full:
                 self._pending += 1
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="shadowdeco-emitter", daemon=True
-                    )
-                    self._thread.start()
         if full:
             job.exp._drop_handed(job, "backlog")
         else:
