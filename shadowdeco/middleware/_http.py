@@ -14,7 +14,6 @@ import http.client
 import json
 import math
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -441,7 +440,3 @@ class UrlCandidate:
 
     def __repr__(self) -> str:
         return f"UrlCandidate({self.base_url!r})"
-
-
-def elapsed_since(start: float) -> float:
-    return time.perf_counter() - start
