@@ -31,12 +31,14 @@ max_pending = 10_000
 
 
 def sink_name(sink: object) -> str:
-    """A short, stable name for a sink in stats and logs."""
+    """A short, stable name for a sink in stats and logs: a function's qualified name, or
+    the class name with the sink's ``path`` when it has one (``JsonLines(/var/x.jsonl)``)."""
     name = getattr(sink, "__qualname__", None)
     if isinstance(name, str):
         return name
-    text = repr(sink)
-    return text if len(text) <= 80 else text[:77] + "..."
+    path = getattr(sink, "path", None)
+    kind = type(sink).__qualname__
+    return f"{kind}({path})" if isinstance(path, str) else kind
 
 
 class SinkWorker:
@@ -63,7 +65,6 @@ class SinkWorker:
                         "shadowdeco: sink %s is %d results behind; dropping", self.name, max_pending
                     )
                 return False
-            self._warned = False
             self._pending += 1
         if not self.ensure_started():
             # At interpreter exit with no thread for this sink yet: deliver right here.
@@ -92,6 +93,7 @@ class SinkWorker:
         with self._cond:
             self._pending -= 1
             if self._pending == 0:
+                self._warned = False  # caught up: the next fall-behind is a new burst
                 self._cond.notify_all()
 
     def wait_idle(self, timeout: float | None) -> bool:

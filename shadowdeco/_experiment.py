@@ -673,15 +673,20 @@ class Experiment:
     def _flush_sinks(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         failed = 0
+        unfinished = False
         for sink in self._sinks_now():
             flush_sink = getattr(sink, "flush", None)
             if callable(flush_sink):
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                failed += guard("sink flush", self.name, flush_sink, remaining) is FAILED
+                outcome = guard("sink flush", self.name, flush_sink, remaining)
+                if outcome is FAILED:
+                    failed += 1
+                elif outcome is False:  # the sink says it could not flush in time
+                    unfinished = True
         if failed:
             with self._lock:
                 self._sink_errors += failed
-        return not failed
+        return not failed and not unfinished
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop shadowing; flush what is pending up to ``timeout``, then drop the rest.
@@ -857,6 +862,7 @@ def _unregister(exp: Experiment) -> None:
 def _close_unused_sinks(sinks: Iterable[Any]) -> None:
     """Close the sinks that no registered experiment (nor the defaults) uses any more."""
     in_use = {id(s) for exp in experiments() for s in exp._sinks_now()}
+    in_use.update(id(s) for s in _state.default_sinks or ())
     for sink in sinks:
         if id(sink) in in_use:
             continue

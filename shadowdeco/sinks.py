@@ -467,7 +467,10 @@ class JsonLines:
             name="shadowdeco-jsonl-flush",
             daemon=True,
         )
-        self._timer.start()
+        try:
+            self._timer.start()
+        except RuntimeError:  # at interpreter exit (3.12+): no new threads; close() flushes
+            self._timer = None
 
     def _flush_in_background(self) -> None:
         with self._lock:

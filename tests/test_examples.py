@@ -70,6 +70,13 @@ def test_the_overhead_benchmark_runs() -> None:
     assert "unsampled" in proc.stdout
 
 
+def test_the_sinks_benchmark_runs() -> None:
+    """benchmarks/sinks.py --quick runs end to end with no drops (it exits 1 on any)."""
+    proc = run(str(REPO / "benchmarks" / "sinks.py"), "--quick")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "results/s" in proc.stdout
+
+
 def test_the_user_test_example_passes() -> None:
     """examples/test_with_shadowdeco.py passes under pytest, with the plugin's fixtures."""
     proc = run(
