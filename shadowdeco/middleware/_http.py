@@ -376,6 +376,21 @@ def make_experiment(
 # A candidate served elsewhere
 
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class _Held:
+    """A worker thread's keep-alive connection, closed when the thread (its local) goes."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: http.client.HTTPConnection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
 class UrlCandidate:
     """Sends the mirrored request to ``base_url`` with ``http.client``; one keep-alive
     connection per worker thread, ``timeout`` seconds per request."""
@@ -396,18 +411,18 @@ class UrlCandidate:
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = cls(self._host, self._port, timeout=self._timeout)
-            self._local.conn = conn
-        return conn
+            held = self._local.held = _Held(cls(self._host, self._port, timeout=self._timeout))
+        return held.conn
 
     def __call__(self, request: Request) -> HttpResponse:
         target = self._base + request.path + (f"?{request.query}" if request.query else "")
         headers = self._settings.forwarded(request.headers)
         for attempt in (1, 2):
             conn = self._connection()
+            reused = conn.sock is not None
             try:
                 conn.putrequest(request.method, target, skip_accept_encoding=True)
                 for key, value in headers:
@@ -423,9 +438,10 @@ class UrlCandidate:
                     self._drop_connection()
                 return collector.response(response.status, response.getheaders(), self._settings)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # A kept-alive connection the server closed meanwhile: retry once, fresh.
                 self._drop_connection()
-                if attempt == 2:
+                # A kept-alive connection the server closed meanwhile: retry once, on a fresh
+                # one, and only requests that are safe to send twice.
+                if attempt == 2 or not reused or request.method not in _IDEMPOTENT:
                     raise
             except BaseException:
                 self._drop_connection()
@@ -433,10 +449,10 @@ class UrlCandidate:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            conn.close()
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.conn.close()
 
     def __repr__(self) -> str:
         return f"UrlCandidate({self.base_url!r})"

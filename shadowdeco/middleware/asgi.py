@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from .._experiment import Experiment
+from .._experiment import flush as flush_all
 from .._runner import Job
 from ._http import (
     DEFAULT_METHODS,
@@ -152,8 +153,11 @@ class ShadowASGIMiddleware:
         async def observed() -> Message:
             message = await receive()
             if message.get("type") == "lifespan.shutdown":
-                # A graceful stop: let the pending mirrors finish before the app shuts down.
-                await self.shadow.aflush(self.drain_timeout)
+                # A graceful stop: let every pending shadow finish (the mirrors, and @shadow
+                # calls made by the app) before the app shuts down.  Servers such as uvicorn
+                # end the process by re-raising SIGTERM, so the exit flush may never run.
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, flush_all, self.drain_timeout)
             return message
 
         return observed

@@ -231,6 +231,11 @@ class _Chained(io.RawIOBase):
             data += bytes(self._rest.read(size - len(data)))
         return data
 
+    def readinto(self, buffer: Any) -> int:  # what io's readers (werkzeug) call
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     def readline(self, size: int | None = -1) -> bytes:
         size = -1 if size is None else size
         line = self._prefix.readline(size)
