@@ -55,6 +55,7 @@ from ._runner import (
     Args,
     Job,
     Lane,
+    emit,
     emitter,
     guard,
     start_task,
@@ -490,10 +491,14 @@ class Experiment:
             job.state = state
             return True
 
-    def _deliver(self, job: Job, obs: Observation) -> None:
-        """The candidate ended: pass it on, unless a timeout or close settled it already."""
+    def _deliver(self, job: Job, obs: Observation, *, here: bool = False) -> None:
+        """The candidate ended: pass it on (``here``: build the result on this thread),
+        unless a timeout or close settled it already."""
         if self._claim(job, HANDED):
-            emitter.put(job, obs)
+            if here:
+                emit(job, obs)
+            else:
+                emitter.put(job, obs)
         else:
             log.debug("shadowdeco: %s candidate ended after it was settled", self.name)
 

@@ -484,7 +484,9 @@ class Lane:
                 if obs is None:
                     exp._settle_drop(job, "shutdown")
                 else:
-                    exp._deliver(job, obs)
+                    # A lane worker builds the result itself: one thread hand-off less per
+                    # result (the emitter thread serves timeouts and async candidates).
+                    exp._deliver(job, obs, here=True)
                 del obs
             finally:
                 with lock:
@@ -714,11 +716,7 @@ class _Emitter:
         while True:
             job, obs = self._queue.get()
             try:
-                job.exp._emit(job, obs)
-            except BaseException:
-                log.exception("shadowdeco: emitting a result of %s failed", job.exp.name)
-                if job.state != DONE:
-                    job.exp._drop_handed(job, "internal_error")
+                emit(job, obs)
             finally:
                 with self._lock:
                     self._pending -= 1
@@ -729,6 +727,16 @@ class _Emitter:
 
 
 emitter = _Emitter()
+
+
+def emit(job: Job, obs: Observation) -> None:
+    """Compare, build the result and hand it to the sinks' threads, on this thread."""
+    try:
+        job.exp._emit(job, obs)
+    except BaseException:
+        log.exception("shadowdeco: emitting a result of %s failed", job.exp.name)
+        if job.state != DONE:
+            job.exp._drop_handed(job, "internal_error")
 
 
 # --------------------------------------------------------------------------------------------
