@@ -377,17 +377,6 @@ class Experiment:
 
     # -- the live path: short and guarded ------------------------------------------------------
 
-    def _decide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        """Is this call sampled? (Counts it as skipped when not.)  The decorator inlines
-        the rate case of this for speed; the middleware calls it."""
-        rate = self._rate
-        if rate is None:
-            return self._sampled_by_sampler(args, kwargs)
-        if rate < 1.0 and (rate <= 0.0 or random.random() >= rate):
-            next(self._skipped)
-            return False
-        return True
-
     def _drop_sampled(self, reason: str) -> None:
         """A sampled call that cannot be shadowed at all (e.g. body_too_large): count it."""
         with self._lock:
@@ -471,6 +460,13 @@ class Experiment:
         emitter.ensure_started()
         for sink in self._sinks_now():
             worker_for(sink).ensure_started()
+
+    def _abandon(self, job: Job, reason: str) -> None:
+        """An admitted call whose live part never completed (a client gone mid-response):
+        not shadowed, counted as a drop with ``reason``."""
+        with self._lock:
+            self._lane.waiting -= 1
+        self._settle_drop(job, reason)
 
     def _inline_timeout(self) -> float:
         """How long an inline call waits for its shadow (testing): past the timeout, a bit."""

@@ -697,7 +697,9 @@ def serve(app: Any, method: str, path: str, body: bytes = b"", **headers: str) -
     try:
         return b"".join(app_iter)
     finally:
-        app_iter.close()
+        close = getattr(app_iter, "close", None)  # a list response has none
+        if close is not None:
+            close()
 
 
 def test_a_request_the_candidate_service_drops_reaches_it_once(

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import math
+import select
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -230,7 +231,7 @@ class CompareHttp:
     bodies that are not JSON compare by digest.  ``headers=False`` compares no headers.
     """
 
-    __slots__ = ("_body", "headers", "ignore_headers")
+    __slots__ = ("_body", "_paths", "headers", "ignore_headers")
 
     def __init__(
         self,
@@ -240,9 +241,20 @@ class CompareHttp:
         ignore_headers: Iterable[str] = (),
     ) -> None:
         paths = tuple(ignore)
+        self._paths = paths
         self._body: Callable[[Any, Any], Any] = _compare.ignore(*paths) if paths else _compare.equal
         self.headers = headers
         self.ignore_headers = VOLATILE_HEADERS | {h.lower() for h in ignore_headers}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CompareHttp) and (
+            self._paths,
+            self.headers,
+            self.ignore_headers,
+        ) == (other._paths, other.headers, other.ignore_headers)
+
+    def __hash__(self) -> int:
+        return hash((self._paths, self.headers))
 
     def __call__(self, live: Any, candidate: Any) -> bool:
         if not isinstance(live, HttpResponse) or not isinstance(candidate, HttpResponse):
@@ -308,7 +320,25 @@ class Settings:
         self.forward_credentials = forward_credentials
         #: headers recorded on results (None: all but credentials)
         self.headers = None if headers is None else _names("headers", headers)
-        self.deny_headers = _names("deny_headers", deny_headers) | CREDENTIALS
+        # Never recorded: credentials, and the cookies a response sets.
+        self.deny_headers = _names("deny_headers", deny_headers) | CREDENTIALS | {"set-cookie"}
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.methods,
+            self.max_body,
+            self.max_response_body,
+            self.record_body,
+            self.forward_credentials,
+            self.headers,
+            self.deny_headers,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def chosen(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers a result records: the allow list, never credentials."""
@@ -323,10 +353,18 @@ class Settings:
 
     def forwarded(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The request headers sent to a URL candidate."""
+        headers = list(headers)
+        # Headers the request names in Connection are hop-by-hop too (RFC 9110 7.6.1).
+        listed = {
+            token.strip().lower()
+            for key, value in headers
+            if key.lower() == "connection"
+            for token in value.split(",")
+        }
         out = []
         for key, value in headers:
             name = key.lower()
-            if name in _HOP_BY_HOP or name == SHADOW_HEADER:
+            if name in _HOP_BY_HOP or name in listed or name == SHADOW_HEADER:
                 continue
             if name in CREDENTIALS and not self.forward_credentials:
                 continue
@@ -361,6 +399,10 @@ def make_experiment(
     if name is None:  # like the decorator: the app's module-qualified name
         owner = app if hasattr(app, "__qualname__") else type(app)
         name = f"{owner.__module__}.{owner.__qualname__}"
+        # A bound method (Flask's app.wsgi_app): tell apps apart by their own name.
+        app_name = getattr(getattr(app, "__self__", None), "name", None)
+        if isinstance(app_name, str) and app_name:
+            name = f"{name}[{app_name}]"
     exp = Experiment(
         name,
         candidate,
@@ -377,6 +419,21 @@ def make_experiment(
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _stale(conn: http.client.HTTPConnection) -> bool:
+    """A kept-alive socket the server has closed (or written to) since: not reusable.
+
+    Checked before each reuse, as urllib3 does, so a POST is not lost to an idle timeout.
+    """
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class _Held:
@@ -410,8 +467,22 @@ class UrlCandidate:
         self._timeout = timeout if timeout is not None and math.isfinite(timeout) else None
         self._local = threading.local()
 
+    def __eq__(self, other: object) -> bool:
+        # Equal settings make an equal experiment: an app factory may build it twice.
+        return isinstance(other, UrlCandidate) and (
+            self.base_url,
+            self._settings,
+            self._timeout,
+        ) == (other.base_url, other._settings, other._timeout)
+
+    def __hash__(self) -> int:
+        return hash((self.base_url, self._timeout))
+
     def _connection(self) -> http.client.HTTPConnection:
         held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and _stale(held.conn):
+            self._drop_connection()
+            held = None
         if held is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             held = self._local.held = _Held(cls(self._host, self._port, timeout=self._timeout))

@@ -17,6 +17,7 @@ straight through, except that ``lifespan.shutdown`` first drains the pending mir
 from __future__ import annotations
 
 import asyncio
+import random
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -67,6 +68,7 @@ class ShadowASGIMiddleware:
         max_concurrency: int = 4,
         max_queue: int = 1000,
         enabled: bool = True,
+        key: Callable[[Request], Any] | None = None,
         methods: Iterable[str] = DEFAULT_METHODS,
         max_body: int = 1 << 20,
         max_response_body: int = 1 << 20,
@@ -111,6 +113,7 @@ class ShadowASGIMiddleware:
                 "max_concurrency": max_concurrency,
                 "max_queue": max_queue,
                 "enabled": enabled,
+                "key": key,
             },
         )
 
@@ -128,8 +131,13 @@ class ShadowASGIMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        head = _request(scope, b"", self.settings)
-        if not exp._decide((head,), {}):
+        rate = exp._rate
+        if rate is not None:  # a plain rate: decided before anything is built
+            if rate < 1.0 and (rate <= 0.0 or random.random() >= rate):
+                next(exp._skipped)
+                await self.app(scope, receive, send)
+                return
+        elif not exp._sampled_by_sampler((_request(scope, b"", self.settings),), {}):
             await self.app(scope, receive, send)
             return
         body, replay = await _read_body(scope, receive, self.settings.max_body)
@@ -165,7 +173,10 @@ class ShadowASGIMiddleware:
 
 def _request(scope: Scope, body: bytes, settings: Settings) -> Request:
     raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if raw_path else scope.get("path", "/")
+    if raw_path:
+        path = raw_path.decode("latin-1")
+    else:  # no raw_path: quote the decoded path back, so it is not decoded twice later
+        path = urllib.parse.quote(scope.get("path", "/").encode("utf-8"), safe="/:@!$&'()*+,;=-._~")
     root = scope.get("root_path", "")
     headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
     return Request(
@@ -190,6 +201,8 @@ async def _read_body(scope: Scope, receive: Receive, max_body: int) -> tuple[byt
             try:
                 declared = int(value)
             except ValueError:
+                return "bad_request", receive
+            if declared < 0:
                 return "bad_request", receive
     if declared is not None and declared > max_body:
         return "body_too_large", receive  # not read at all
@@ -325,6 +338,17 @@ class ASGICandidate:
 
     def __repr__(self) -> str:
         return f"ASGICandidate({self.app!r})"
+
+    def __eq__(self, other: object) -> bool:
+        # Equal settings make an equal experiment: an app factory may build it twice.
+        return (
+            isinstance(other, ASGICandidate)
+            and self.app is other.app
+            and self._settings == other._settings
+        )
+
+    def __hash__(self) -> int:
+        return hash(id(self.app))
 
 
 def _unquote(path: str) -> str:

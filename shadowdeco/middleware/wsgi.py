@@ -20,6 +20,7 @@ runs on shadowdeco's workers after the response, never delaying it.
 from __future__ import annotations
 
 import io
+import random
 import sys
 import time
 import urllib.parse
@@ -52,7 +53,8 @@ class ShadowWSGIMiddleware:
     """Mirror sampled requests of a WSGI ``app`` to ``candidate``.
 
     ``candidate`` is another WSGI app (run in this process, on shadowdeco's workers) or a
-    base URL (``"http://host:port/prefix"``).  Options as ``shadow()``'s where they apply,
+    base URL (``"http://host:port/prefix"``).  Options as ``shadow()``'s where they apply
+    (``key`` is a callable of the :class:`Request`, recorded to join ground truth later),
     plus ``methods`` (default GET, HEAD, POST), ``max_body`` (request bodies mirrored up to
     this many bytes; larger ones are counted as ``body_too_large``), ``max_response_body``
     (bytes of each response kept for comparison), ``record_body`` (put bodies in results),
@@ -74,6 +76,7 @@ class ShadowWSGIMiddleware:
         max_concurrency: int = 4,
         max_queue: int = 1000,
         enabled: bool = True,
+        key: Callable[[Request], Any] | None = None,
         methods: Iterable[str] = DEFAULT_METHODS,
         max_body: int = 1 << 20,
         max_response_body: int = 1 << 20,
@@ -112,6 +115,7 @@ class ShadowWSGIMiddleware:
                 "max_concurrency": max_concurrency,
                 "max_queue": max_queue,
                 "enabled": enabled,
+                "key": key,
             },
         )
 
@@ -125,8 +129,12 @@ class ShadowWSGIMiddleware:
             or _SHADOW_ENVIRON_KEY in environ  # never mirror a mirror
         ):
             return self.app(environ, start_response)
-        head = _request(environ, method, b"", self.settings)
-        if not exp._decide((head,), {}):
+        rate = exp._rate
+        if rate is not None:  # a plain rate: decided before anything is built
+            if rate < 1.0 and (rate <= 0.0 or random.random() >= rate):
+                next(exp._skipped)
+                return self.app(environ, start_response)
+        elif not exp._sampled_by_sampler((_request(environ, method, b"", self.settings),), {}):
             return self.app(environ, start_response)
         body = _read_body(environ, self.settings.max_body)
         if isinstance(body, str):  # not mirrored; live gets the very same bytes
@@ -141,6 +149,13 @@ class ShadowWSGIMiddleware:
         except BaseException as exc:
             response.finish(exc)
             raise
+        if type(app_iter) in (list, tuple):
+            # A complete body already: hand it back as it is, so the server can still
+            # compute Content-Length from len() (wsgiref, Django's runserver).
+            for chunk in app_iter:
+                response.body.add(chunk)
+            response.finish(None)
+            return app_iter
         return _ClosingIterator(app_iter, response)
 
 
@@ -157,7 +172,7 @@ def _request(environ: Environ, method: str, body: bytes, settings: Settings) -> 
     raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
     return Request(
         method,
-        urllib.parse.quote(raw, safe="/:@!$&'()*+,;=-._~%"),
+        urllib.parse.quote(raw, safe="/:@!$&'()*+,;=-._~"),
         environ.get("QUERY_STRING", ""),
         tuple(headers),
         body,
@@ -271,6 +286,11 @@ class _Response:
 
         return tee_write
 
+    def abandon(self, reason: str) -> None:
+        if not self._finished:
+            self._finished = True
+            self._exp._abandon(self._job, reason)
+
     def finish(self, error: BaseException | None = None) -> None:
         if self._finished:
             return
@@ -284,21 +304,25 @@ class _Response:
 
 class _ClosingIterator:
     """The live app's iterable, passed through lazily chunk by chunk; ``close()`` always
-    reaches the app's iterable, then the pair goes to the runner."""
+    reaches the app's iterable.  The pair goes to the runner when the body is complete (so
+    a test client that never closes still gets its mirror), or at ``close()``."""
 
     def __init__(self, app_iter: Iterable[bytes], response: _Response) -> None:
         self._app_iter = app_iter
         self._response = response
-        self._error: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:
+        response = self._response
         try:
             for chunk in self._app_iter:
-                self._response.body.add(chunk)
+                response.body.add(chunk)
                 yield chunk
-        except BaseException as exc:
-            self._error = exc
+        except GeneratorExit:  # the server stopped early (the client went away): not an error
             raise
+        except BaseException as exc:
+            response.finish(exc)
+            raise
+        response.finish(None)
 
     def close(self) -> None:
         try:
@@ -306,10 +330,12 @@ class _ClosingIterator:
             if close is not None:
                 close()
         except BaseException as exc:
-            self._error = self._error or exc
+            self._response.finish(exc)
             raise
         finally:
-            self._response.finish(self._error)
+            # Not finished by now: the client stopped reading mid-response.  A partial body
+            # would compare as a false mismatch: count it, don't emit it.
+            self._response.abandon("incomplete_response")
 
 
 class WSGICandidate:
@@ -341,6 +367,17 @@ class WSGICandidate:
 
     def __repr__(self) -> str:
         return f"WSGICandidate({self.app!r})"
+
+    def __eq__(self, other: object) -> bool:
+        # Equal settings make an equal experiment: an app factory may build it twice.
+        return (
+            isinstance(other, WSGICandidate)
+            and self.app is other.app
+            and self._settings == other._settings
+        )
+
+    def __hash__(self) -> int:
+        return hash(id(self.app))
 
 
 def _environ(request: Request) -> Environ:

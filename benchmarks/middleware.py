@@ -1,0 +1,632 @@
+"""Requests per second and live latency of a small app under real servers, with and without
+the shadowdeco middleware.
+
+    python benchmarks/middleware.py            # full run: 20 rounds of 150 requests, ~2.5 min
+    python benchmarks/middleware.py --quick    # smoke run: 3 rounds of 100 requests, ~25 s
+
+The app (``benchmarks/apps/``) answers ``POST /predict`` with a small JSON body by running a
+tiny dense network in pure Python (~1 ms of CPU with the framework).  It is served
+
+* by **gunicorn** (Flask, 2 sync workers) and by **uvicorn** (FastAPI, 1 worker);
+* **without** the middleware, and **with** it at 0 %, 10 % and 100 % sampling, the candidate an
+  in-process copy of the same app (so every mirror costs the same CPU again, on the same
+  machine); and once at 100 % with a **URL candidate**: the plain app served by a second server
+  of the same kind (2 gunicorn workers, or 1 uvicorn) in its own processes.
+
+Every sampled request is recorded by a ``sinks.JsonLines`` sink in a temporary directory, as a
+real deployment would.  All the servers are started at once by this script and stay up for the
+whole run.  The configurations are loaded in turn, in bursts: one round loads each of them once,
+the first one moving by one each round, so a noisy neighbour slows every configuration alike.
+After each burst the script waits until every server is idle (its mirrors' backlog drained:
+the "drain" column), so no burst pays for the previous one's mirrors.  A configuration's CPU
+per request counts the live server's processes from the start of its burst until that quiet
+point, so it includes the in-process mirrors' work (a URL candidate server's CPU is shown
+beside it).  The baseline's CPU per request over this one's ("CPU-based ratio") is the
+throughput ratio a live server whose cores were all busy with this app would see; on a shared
+machine it is steadier than req/s, and it is printed beside the budget's verdict as a
+cross-check.
+
+The load comes from this process on 127.0.0.1: 8 threads, each with its own keep-alive
+``http.client`` connection (gunicorn's sync workers close it after each response, so there it
+reconnects), sending a fixed number of requests per burst (or until a time cap).  req/s is the
+median over the rounds; each ratio is the median of the per-round ratios to the same server
+without the middleware (with their interquartile range: how noisy the machine was); p50 and
+p99 are over every measured request of the configuration.
+
+At the end every server is stopped gracefully (SIGTERM; SIGKILL only past a bound).  Each
+server process writes its counters after its shadows were drained (gunicorn: at interpreter
+exit, after shadowdeco's exit flush; uvicorn: at the end of the lifespan shutdown, after the
+middleware's drain), and the script checks that the JSONL files hold exactly one line per
+emitted result and that every sampled request was emitted or counted as dropped.  A broken
+count, or a failed request, exits 1.  The candidate is a copy of the live app, so a mismatch
+can only be a candidate error: those are listed by type, not failed.  The machine's cores are
+shared by the servers, their mirrors and the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+APPS = Path(__file__).resolve().parent / "apps"
+BUDGET = 0.9  # DESIGN.md: middleware at 10 %, under a real server, >= 0.9x the throughput
+THREADS = 8
+GUNICORN_WORKERS = 2
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+TIMES = "\u00d7"  # the multiplication sign, for ratios
+
+
+@dataclass(frozen=True)
+class Config:
+    server: str  # "gunicorn" or "uvicorn"
+    label: str
+    shadow: str  # "off" or a sampling rate
+    url_candidate: bool = False
+
+
+def configs() -> list[Config]:
+    out = []
+    for server in ("gunicorn", "uvicorn"):
+        out += [
+            Config(server, "without middleware", "off"),
+            Config(server, "middleware, 0 %", "0"),
+            Config(server, "middleware, 10 %", "0.1"),
+            Config(server, "middleware, 100 %", "1"),
+            Config(server, "middleware, 100 %, URL candidate", "1", url_candidate=True),
+        ]
+    return out
+
+
+BASELINE = "without middleware"
+BUDGET_ROW = "middleware, 10 %"
+
+
+# --------------------------------------------------------------------------------------------
+# Servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One server started by this script, in its own process group."""
+
+    def __init__(self, kind: str, env: dict[str, str], log_path: Path, workers: int) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.log_path = log_path
+        self.probes = 0
+        if kind == "gunicorn":
+            args = [
+                "-m", "gunicorn",
+                "--chdir", str(APPS),
+                "--bind", f"127.0.0.1:{self.port}",
+                "--workers", str(workers),
+                "--worker-class", "sync",
+                "--graceful-timeout", str(int(STOP_TIMEOUT)),
+                "--log-level", "warning",
+                "wsgi_app:app",
+            ]  # fmt: skip
+        else:
+            args = [
+                "-m", "uvicorn",
+                "--app-dir", str(APPS),
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--workers", "1",
+                "--log-level", "warning",
+                "--no-access-log",
+                "asgi_app:app",
+            ]  # fmt: skip
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: its workers are found by pgid
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited at start-up:\n{self.log_tail()}")
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    self.probes += 1  # a GET: mirrored too, when sampled
+                    return
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.kind} not ready after {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def terminate(self) -> None:
+        """A graceful stop: SIGTERM to the server's main process."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
+        """Wait for the stop; past ``STOP_TIMEOUT``, SIGKILL the server's process group."""
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise RuntimeError(f"{self.kind} did not stop within {STOP_TIMEOUT} s") from None
+        finally:
+            # gunicorn's master returns once its workers are reaped; wait for stragglers.
+            deadline = time.monotonic() + 5
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self._log.close()
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def cpu_by_group(pgids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of every process in each process group (master, workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    wanted = set(pgids)
+    total = dict.fromkeys(pgids, 0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        group = int(fields[2])
+        if group in wanted:
+            total[group] += int(fields[11]) + int(fields[12])  # utime, stime
+    return {group: n / ticks for group, n in total.items()}
+
+
+def server_env(config: Config, out: Path, candidate: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWDECO_")}
+    env.update(
+        BENCH_SHADOW=config.shadow,
+        BENCH_CANDIDATE=candidate,
+        BENCH_OUT=str(out),
+        SHADOWDECO_EXIT_TIMEOUT="30",  # room to drain a 100 % backlog at the stop
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# Load
+
+
+def bodies() -> list[bytes]:
+    """64 distinct request bodies: an id and 16 features."""
+    out = []
+    for i in range(64):
+        features = [round(((i * 7 + j * 13) % 29) / 14.5 - 1.0, 3) for j in range(16)]
+        out.append(json.dumps({"id": i, "features": features}).encode())
+    return out
+
+
+@dataclass
+class Load:
+    seconds: float
+    latencies: list[float]  # seconds, one per successful request
+    errors: list[str]
+
+
+def run_load(port: int, requests: int, cap_s: float, threads: int = THREADS) -> Load:
+    """``requests`` POSTs from ``threads`` threads, each on its own keep-alive connection,
+    or as many as fit in ``cap_s`` seconds."""
+    payloads = bodies()
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    barrier = threading.Barrier(threads + 1)
+    deadline = [0.0]
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        barrier.wait()
+        try:
+            while (i := next(counter)) < requests and time.perf_counter() < deadline[0]:
+                body = payloads[i % len(payloads)]
+                start = time.perf_counter()
+                try:
+                    conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                    response = conn.getresponse()
+                    response.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()  # a fresh connection for the next request
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if response.status != 200:
+                    with lock:
+                        errors.append(f"HTTP {response.status}")
+                    continue
+                mine.append(time.perf_counter() - start)
+        finally:
+            conn.close()
+            with lock:
+                latencies.extend(mine)
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    start = time.perf_counter()
+    deadline[0] = start + cap_s
+    barrier.wait()
+    for w in workers:
+        w.join()
+    return Load(time.perf_counter() - start, latencies, errors)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# --------------------------------------------------------------------------------------------
+# The targets: every configuration's server runs for the whole benchmark, loaded in turn
+
+
+@dataclass
+class Target:
+    config: Config
+    out: Path
+    server: Server
+    candidate_server: Server | None
+    rps: list[float] = field(default_factory=list)  # one per round
+    ratios: list[float] = field(default_factory=list)  # to the baseline of the same round
+    latencies: list[float] = field(default_factory=list)  # every measured request
+    cpu_s: float = 0.0  # the live server's, over every burst, in-process mirrors included
+    candidate_cpu_s: float = 0.0  # the URL candidate server's
+    measured: int = 0  # requests measured, over every burst
+    drain_s: list[float] = field(default_factory=list)  # quiet again after each burst
+    served: int = 0  # every request answered: readiness probe, warm-up, measured
+    errors: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    lines: int = 0
+    candidate_errors: dict[str, int] = field(default_factory=dict)  # by type, from the lines
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """Total, not a median: the kernel counts CPU in 10 ms ticks, too coarse per burst."""
+        return self.cpu_s / max(self.measured, 1) * 1e3
+
+    @property
+    def candidate_cpu_ms_per_request(self) -> float:
+        return self.candidate_cpu_s / max(self.measured, 1) * 1e3
+
+    @property
+    def servers(self) -> list[Server]:
+        return [self.server] + ([self.candidate_server] if self.candidate_server else [])
+
+    @property
+    def workers(self) -> int:
+        return GUNICORN_WORKERS if self.config.server == "gunicorn" else 1
+
+
+def start_targets(root: Path) -> list[Target]:
+    targets = []
+    for i, config in enumerate(configs()):
+        out = root / f"{i:02d}-{config.server}"
+        out.mkdir()
+        workers = GUNICORN_WORKERS if config.server == "gunicorn" else 1
+        candidate_server = None
+        candidate = "inproc"
+        if config.url_candidate:
+            env = server_env(Config(config.server, "candidate", "off"), out, "inproc")
+            candidate_server = Server(config.server, env, out / "candidate.log", workers)
+            candidate = candidate_server.url
+        env = server_env(config, out, candidate)
+        server = Server(config.server, env, out / "server.log", workers)
+        targets.append(Target(config, out, server, candidate_server))
+    for target in targets:
+        for server in target.servers:
+            server.wait_ready()
+    return targets
+
+
+def cpu_of(servers: list[Server]) -> float:
+    return sum(cpu_by_group([s.proc.pid for s in servers]).values())
+
+
+def wait_quiet(servers: list[Server], window: float = 0.2, cap: float = 30.0) -> float:
+    """Wait until the servers use at most one clock tick of CPU in ``window`` seconds (their
+    mirrors' backlog is drained); the seconds waited."""
+    start = time.monotonic()
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    before = cpu_of(servers)
+    while time.monotonic() - start < cap:
+        time.sleep(window)
+        after = cpu_of(servers)
+        if after - before <= tick + 1e-9:
+            break
+        before = after
+    return max(0.0, time.monotonic() - start - window)
+
+
+def burst(target: Target, everyone: list[Server], requests: int, cap_s: float) -> float:
+    """Load one target with ``requests`` requests; its throughput (requests per second)."""
+    live0 = cpu_of([target.server])
+    candidate0 = cpu_of(target.servers[1:])
+    load = run_load(target.server.port, requests, cap_s)
+    target.drain_s.append(wait_quiet(everyone))
+    target.cpu_s += cpu_of([target.server]) - live0
+    target.candidate_cpu_s += cpu_of(target.servers[1:]) - candidate0
+    n = len(load.latencies)
+    target.served += n
+    target.errors += load.errors
+    target.latencies += load.latencies
+    target.measured += n
+    return n / load.seconds
+
+
+def stop_targets(targets: list[Target]) -> list[str]:
+    """SIGTERM every server at once, wait for each, then read what each one left."""
+    problems = []
+    servers = [s for t in targets for s in t.servers]
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        try:
+            server.wait_stopped()
+        except RuntimeError as exc:
+            problems.append(str(exc))
+    for target in targets:
+        target.stats = merged_stats(target.out)
+        target.lines, target.candidate_errors = read_results(target.out)
+        problems += check(target.config, target.stats, target.lines, target.workers)
+        where = f"{target.config.server}, {target.config.label}"
+        problems += [f"{where}: {e}" for e in target.errors[:3]]
+    return problems
+
+
+def read_results(directory: Path) -> tuple[int, dict[str, int]]:
+    """The number of result lines, and the candidate errors they hold by type."""
+    lines = 0
+    errors: dict[str, int] = {}
+    for path in directory.glob("shadow-*.jsonl"):
+        with open(path, "rb") as file:
+            for line in file:
+                lines += 1
+                error = json.loads(line)["candidate"]["error"]
+                if error is not None:
+                    errors[error["type"]] = errors.get(error["type"], 0) + 1
+    return lines, errors
+
+
+def merged_stats(directory: Path) -> dict[str, Any]:
+    merged: dict[str, Any] = {"processes": 0, "dropped": {}, "not_flushed_first": 0}
+    for path in directory.glob("stats-*.json"):
+        record = json.loads(path.read_text())
+        merged["processes"] += 1
+        # At interpreter exit, the counters must be written after shadowdeco's exit flush.
+        merged["not_flushed_first"] += (
+            record["when"] == "exit" and not record["closed_before_this_handler"]
+        )
+        for key in ("sampled", "skipped", "emitted", "in_flight", "mismatched", "sink_errors"):
+            # mismatched: the candidate is a copy of the live app, so only candidate errors
+            merged[key] = merged.get(key, 0) + record[key]
+        for reason, n in record["dropped"].items():
+            merged["dropped"][reason] = merged["dropped"].get(reason, 0) + n
+    return merged
+
+
+def check(config: Config, stats: dict[str, Any], lines: int, workers: int) -> list[str]:
+    """The accounting a graceful stop must leave: one line per emitted result, no loss."""
+    where = f"{config.server}, {config.label}"
+    if config.shadow == "off":
+        return [f"{where}: {lines} result lines without the middleware"] if lines else []
+    problems = []
+    if stats["processes"] != workers:
+        problems.append(f"{where}: {stats['processes']} stats files, expected {workers}")
+        return problems
+    dropped = sum(stats["dropped"].values())
+    if stats["sampled"] != stats["emitted"] + dropped or stats["in_flight"]:
+        problems.append(f"{where}: stats do not add up: {stats}")
+    if lines != stats["emitted"]:
+        problems.append(f"{where}: {lines} result lines, {stats['emitted']} results emitted")
+    if stats["sink_errors"]:
+        problems.append(f"{where}: {stats['sink_errors']} sink errors")
+    if stats["not_flushed_first"]:
+        problems.append(f"{where}: counters written before shadowdeco's exit flush")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def cpu_ratio(target: Target, targets: list[Target]) -> float:
+    """Baseline CPU per request over this configuration's: the throughput ratio a server whose
+    cores were all busy with this app would see; steadier than req/s on a shared machine."""
+    base = next(
+        t for t in targets if t.config.server == target.config.server and t.config.label == BASELINE
+    )
+    return base.cpu_ms_per_request / target.cpu_ms_per_request
+
+
+def cpu_cell(target: Target) -> str:
+    cell = f"{target.cpu_ms_per_request:.2f}"
+    if target.candidate_server is not None:
+        cell += f" (+ {target.candidate_cpu_ms_per_request:.2f} URL candidate)"
+    return cell
+
+
+def print_report(targets: list[Target], rounds: int, per_burst: int, elapsed: float) -> None:
+    print(
+        f"## Middleware benchmark: {rounds} rounds of {per_burst:,} requests per configuration, "
+        f"{THREADS} client threads"
+    )
+    print()
+    print(machine())
+    print()
+    print(
+        "| server | configuration | req/s | ratio to no middleware (IQR) | p50 ms | p99 ms "
+        "| live server CPU ms/req | CPU-based ratio | drain after burst s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for t in targets:
+        ratio = "—"
+        if len(t.ratios) >= 2:
+            q1, _, q3 = statistics.quantiles(t.ratios, n=4)
+            ratio = f"{median(t.ratios):.2f}{TIMES} ({q1:.2f}-{q3:.2f})"
+        print(
+            f"| {t.config.server} | {t.config.label} | {median(t.rps):,.0f} | {ratio} "
+            f"| {percentile(t.latencies, 0.50) * 1e3:.2f} "
+            f"| {percentile(t.latencies, 0.99) * 1e3:.2f} "
+            f"| {cpu_cell(t)} | {cpu_ratio(t, targets):.2f}{TIMES} "
+            f"| {median(t.drain_s):.2f} |"
+        )
+    print()
+    print("Accounting after the graceful stop (SIGTERM to every server, then the files counted);")
+    print("requests: every request the server answered (readiness probe and warm-up included).")
+    print()
+    print("The candidate is a copy of the live app: a mismatch can only be a candidate error.")
+    print()
+    print(
+        "| server | configuration | requests | sampled | emitted = JSONL lines | dropped "
+        "| mismatched | candidate errors |"
+    )
+    print("|---|---|---:|---:|---:|---|---:|---|")
+    for t in targets:
+        if t.config.shadow == "off":
+            continue
+        print(
+            f"| {t.config.server} | {t.config.label} | {t.served:,} "
+            f"| {t.stats.get('sampled', 0):,} | {t.lines:,} | {t.stats.get('dropped') or 0} "
+            f"| {t.stats.get('mismatched', 0):,} | {t.candidate_errors or 0} |"
+        )
+    print()
+    print(f"Budget (DESIGN.md): middleware at 10 % under a real server ≥ {BUDGET}{TIMES}")
+    print("the throughput of the same app without it.")
+    print()
+    for t in targets:
+        if t.config.label == BUDGET_ROW:
+            ratio = median(t.ratios)
+            verdict = "PASS" if ratio >= BUDGET else "FAIL"
+            print(
+                f"- {t.config.server}: {ratio:.2f}{TIMES} — **{verdict}** "
+                f"(cross-check, CPU-based: {cpu_ratio(t, targets):.2f}{TIMES})"
+            )
+    print()
+    print(f"Total time: {elapsed:.0f} s.")
+
+
+def machine() -> str:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for package in ("gunicorn", "uvicorn", "flask", "fastapi"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+    return (
+        f"Machine: {os.cpu_count()} CPUs ({model}), shared by the servers, their mirrors and "
+        f"the load generator. CPython {platform.python_version()}, {', '.join(versions)}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 100 requests (smoke run)")
+    options = parser.parse_args(argv)
+    rounds, per_burst, warmup = (3, 100, 40) if options.quick else (20, 150, 100)
+    cap_s = 30.0  # per burst: a hung server fails the run instead of stalling it
+    for module in ("flask", "fastapi", "gunicorn", "uvicorn"):
+        try:
+            __import__(module)
+        except ImportError:
+            print(f"benchmarks/middleware.py needs {module}: pip install {module}")
+            return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="shadowdeco-bench-mw-") as tmp:
+        targets = start_targets(Path(tmp))
+        try:
+            everyone = [s for t in targets for s in t.servers]
+            for t in targets:
+                warm = run_load(t.server.port, warmup, cap_s)
+                t.served += t.server.probes + len(warm.latencies)
+                t.errors += warm.errors
+            wait_quiet(everyone)
+            baseline = {t.config.server: t for t in targets if t.config.label == BASELINE}
+            for round_no in range(rounds):
+                shift = round_no % len(targets)
+                for t in targets[shift:] + targets[:shift]:
+                    t.rps.append(burst(t, everyone, per_burst, cap_s))
+                for t in targets:
+                    base = baseline[t.config.server]
+                    if t is not base:
+                        t.ratios.append(t.rps[-1] / base.rps[-1])
+                print(
+                    f"round {round_no + 1}/{rounds} done, {time.monotonic() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            problems = stop_targets(targets)
+    print_report(targets, rounds, per_burst, time.monotonic() - started)
+    if problems:
+        print("\nProblems:")
+        for problem in problems:
+            print(f"- {problem}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Finding the log files and reading them one line at a time.
+
+>>> sources = expand_paths(["shadow.jsonl"])  # doctest: +SKIP
+>>> [s.path for s in sources]  # doctest: +SKIP
+['shadow.jsonl.2', 'shadow.jsonl.1', 'shadow.jsonl']
+
+* A path names a file; its rotated backups (``path.1``, ``path.2``, … as
+  :class:`shadowdeco.sinks.JsonLines` and ``RotatingFileHandler`` write them, and
+  ``path.1.gz``, … as logrotate compresses them) are read with it, oldest first.
+* A path with ``*``, ``?`` or ``[`` that is not itself a file is a glob (for shells that do not
+  expand it); one that matches nothing is an error.
+* ``-`` reads standard input.  Gzip files are recognised by their first bytes.
+* Every file is opened once before any is read, so a missing or unreadable one stops the
+  report before it starts (:class:`InputError`, whose message names the file), never halfway.
+* A line that is not a JSON object is skipped and counted by :class:`Problems` (with the first
+  few file names and line numbers); a blank line is ignored.  Memory is one line at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, Final
+
+__all__ = ["InputError", "Malformed", "Problems", "Source", "expand_paths", "read_records"]
+
+_BACKUP: Final = re.compile(r"\.(\d+)(?:\.gz)?")
+_BACKUP_END: Final = re.compile(r"\.\d+(?:\.gz)?$")
+_GLOB_CHARS: Final = re.compile(r"[*?\[]")
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+#: Malformed lines listed by file and number; the rest are only counted.
+EXAMPLES: Final = 5
+
+
+class InputError(Exception):
+    """A file the report cannot read, or a glob that matches nothing; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Source:
+    """One file to read: ``path`` as given or found; ``stream`` the file it rotated from."""
+
+    path: str
+    stream: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Malformed:
+    """A skipped line: where it is and why it was skipped."""
+
+    path: str
+    line: int
+    reason: str
+
+
+@dataclasses.dataclass(slots=True)
+class Problems:
+    """What went wrong while reading: skipped lines and files that failed partway."""
+
+    malformed: int = 0
+    examples: list[Malformed] = dataclasses.field(default_factory=list)
+    per_file: dict[str, int] = dataclasses.field(default_factory=dict)
+    read_errors: list[str] = dataclasses.field(default_factory=list)
+
+    def skip(self, source: Source, line: int, reason: str) -> None:
+        self.malformed += 1
+        self.per_file[source.path] = self.per_file.get(source.path, 0) + 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(Malformed(source.path, line, reason))
+
+
+def expand_paths(paths: Sequence[str]) -> list[Source]:
+    """The files to read, backups first, each once; :class:`InputError` if one is unreadable."""
+    sources: list[Source] = []
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        real = path if path == "-" else os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            backup = _BACKUP_END.search(real)  # a backup belongs to the file it rotated from
+            sources.append(Source(path, real[: backup.start()] if backup else real))
+
+    for given in paths:
+        if given == "-":
+            add("-")
+            continue
+        if _GLOB_CHARS.search(given) and not os.path.lexists(given):
+            matches = sorted(glob.glob(given))
+            if not matches:
+                raise InputError(f"cannot read {given}: no file matches this pattern")
+        else:
+            matches = [given]
+        for path in matches:
+            _check_readable(path)
+            for backup in _backups(path):
+                _check_readable(backup)
+                add(backup)
+            add(path)
+    return sources
+
+
+def _backups(path: str) -> list[str]:
+    """``path.N`` and ``path.N.gz`` that exist, the oldest (highest N) first."""
+    found: list[tuple[int, str]] = []
+    for candidate in glob.glob(glob.escape(path) + ".*"):
+        match = _BACKUP.fullmatch(candidate, len(path))
+        if match is not None and os.path.isfile(candidate):
+            found.append((int(match.group(1)), candidate))
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+def _check_readable(path: str) -> None:
+    if os.path.isdir(path):
+        raise InputError(f"cannot read {path}: it is a directory")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _open(source: Source) -> Iterator[IO[bytes]]:
+    if source.path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(source.path, "rb") as raw:
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw) as unzipped:
+                yield unzipped  # type: ignore[misc] # GzipFile reads bytes as IO[bytes] does
+        else:
+            yield raw
+
+
+def read_records(
+    sources: Sequence[Source], problems: Problems
+) -> Iterator[tuple[Source, int, dict[str, Any]]]:
+    """``(source, line number, record)`` for every JSON object line of every source."""
+    loads = json.loads
+    for source in sources:
+        number = 0
+        try:
+            with _open(source) as stream:
+                for number, line in enumerate(stream, 1):
+                    try:
+                        record = loads(line)
+                    except ValueError:  # not JSON, or not UTF-8
+                        if line.strip():
+                            problems.skip(source, number, "not JSON")
+                        continue
+                    if isinstance(record, dict):
+                        yield source, number, record
+                    else:
+                        problems.skip(source, number, "not a JSON object")
+        except (OSError, EOFError) as exc:  # a disk error, a truncated gzip file
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            problems.read_errors.append(f"cannot read {source.path} after line {number}: {reason}")
+
+
+def parse_time(text: str) -> float:
+    """Unix time of an ISO 8601 date or date-time; a trailing ``Z`` and no zone mean UTC.
+
+    ``ValueError`` names the text.  (Python 3.10's ``fromisoformat`` refuses ``Z``.)
+    """
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 date or time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.timestamp()
+
+
+def record_time(value: Any) -> float | None:
+    """Unix time of a record's ``started_at`` (ISO text, or a number), or None."""
+    if isinstance(value, str):
+        try:
+            moment = _dt.datetime.fromisoformat(value)  # the fast path: what to_dict() writes
+        except ValueError:
+            try:
+                return parse_time(value)
+            except ValueError:
+                return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+        return moment.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None

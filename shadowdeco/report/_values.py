@@ -1,0 +1,138 @@
+"""How recorded values become categories, numbers and join keys.
+
+>>> category("churn"), category(1.0), category(None), category({"status": 503, "body_sha256": "…"})
+('churn', '1', 'null', '503')
+>>> key_text(42) == key_text("42") == key_text(42.0)
+True
+
+Outputs are counted, compared with labels and joined on as *text*: strings as they are, numbers
+in their shortest form (``1.0`` and ``1`` are both ``"1"``), ``None`` as ``null``, booleans as
+``true`` / ``false``, other JSON values in a canonical (sorted-keys) JSON spelling.  So a CSV
+label ``1`` matches a prediction ``1`` or ``1.0``, and a result key ``42`` matches a CSV key
+``42``.  An HTTP response recorded by the middleware (a dict with ``status`` and
+``body_sha256``) counts as its status code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Final
+
+__all__ = ["category", "describe", "is_http", "key_text", "number", "parse_number", "type_name"]
+
+#: How the v1 shape spells the floats JSON cannot hold.
+NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+# Longer category texts are cut and tagged with a digest of the whole, so two long values that
+# share a prefix still count as two.
+_MAX_TEXT: Final = 120
+
+
+def is_http(value: Any) -> bool:
+    """True for the dict the middleware records for one HTTP response."""
+    return isinstance(value, dict) and "status" in value and "body_sha256" in value
+
+
+def category(value: Any) -> str:
+    """The text a value is counted and compared as (see the module docstring)."""
+    if isinstance(value, str):
+        text = value
+    elif value is None:
+        return "null"
+    elif isinstance(value, bool):
+        return "true" if value else "false"
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    elif is_http(value):
+        return category(value["status"])
+    else:
+        text = _canonical(value)
+    if len(text) <= _MAX_TEXT:
+        return text
+    digest = hashlib.blake2b(text.encode("utf-8", "backslashreplace"), digest_size=4).hexdigest()
+    return f"{text[: _MAX_TEXT - 12]}…#{digest}"
+
+
+def describe(value: Any) -> tuple[str, str, float | None]:
+    """``(category(value), type_name(value), number(value))`` in one call.
+
+    The report calls this for every output it reads, so the common JSON types take a fast path.
+    """
+    cls = type(value)
+    if cls is str:
+        text = value if len(value) <= _MAX_TEXT else category(value)
+        x = NON_FINITE.get(value)
+        return text, "str" if x is None else "float", x
+    if cls is float:
+        return (str(int(value)) if value.is_integer() else repr(value)), "float", value
+    if cls is int:
+        try:
+            x = float(value)
+        except OverflowError:  # an int past the float range still has a sign
+            x = math.inf if value > 0 else -math.inf
+        return category(value), "int", x
+    return category(value), type_name(value), number(value)
+
+
+def key_text(value: Any) -> str | None:
+    """The text a result's ``key`` and a label's key are joined on; None for no key."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return _canonical(value)
+
+
+def number(value: Any) -> float | None:
+    """The value as a float (non-finite ones included), or None when it is not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return NON_FINITE.get(value)
+    return None
+
+
+def parse_number(text: str) -> float | None:
+    """A number written as text (a CSV cell), or None."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def type_name(value: Any) -> str:
+    """A short name for the JSON type of a recorded value: the shape the arm returned."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float) or (isinstance(value, str) and value in NON_FINITE):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        if is_http(value):
+            return "http response"
+        spelled = value.get("$type")  # the serializer's spelling of a type JSON cannot hold
+        return spelled if isinstance(spelled, str) else "dict"
+    return type(value).__name__
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
