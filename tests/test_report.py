@@ -1,0 +1,891 @@
+"""shadowdeco report: known answers on small generated logs, bad input, the CLI, the HTML page."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import doctest
+import gzip
+import importlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import shadowdeco
+from shadowdeco import report, shadow, sinks
+from shadowdeco.__main__ import main
+from shadowdeco.report._stats import Reservoir, TimeBuckets, macro_f1
+from shadowdeco.report._svg import CANDIDATE, LIVE
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = _dt.datetime(2026, 11, 27, 10, 0, tzinfo=_dt.timezone.utc).timestamp()
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def iso(seconds: float) -> str:
+    return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc).isoformat()
+
+
+def arm(
+    value: Any = None, *, status: str = "ok", seconds: float | None = 0.01, error: Any = None
+) -> dict[str, Any]:
+    return {"status": status, "value": value, "error": error, "duration_s": seconds}
+
+
+def result(
+    i: int = 0,
+    *,
+    experiment: str = "exp",
+    live: dict[str, Any] | None = None,
+    candidate: dict[str, Any] | None = None,
+    match: bool | None = None,
+    key: Any = None,
+    started: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One v1 result line as ``ShadowResult.to_dict()`` writes it."""
+    live = arm(1) if live is None else live
+    candidate = arm(1) if candidate is None else candidate
+    if match is None and live["status"] == "ok" and candidate["status"] == "ok":
+        match = live["value"] == candidate["value"]
+    return {
+        "v": 1,
+        "experiment": experiment,
+        "id": f"r{i}",
+        "started_at": iso(T0 + i if started is None else started),
+        "key": i if key is None else key,
+        "live": live,
+        "candidate": candidate,
+        "queue_s": 0.0,
+        "match": match,
+        "score": None,
+        "inputs": None,
+        "context": None,
+        "trace_id": None,
+        "span_id": None,
+        **extra,
+    }
+
+
+def write(path: Path, records: Iterable[dict[str, Any] | str]) -> Path:
+    """Write records (dicts as JSON, strings as they are) one per line."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
+    return path
+
+
+def build(*paths: Path, **options: Any) -> report.Report:
+    return report.build_report([str(p) for p in paths], **options)
+
+
+def only(rep: report.Report) -> report.Experiment:
+    assert len(rep.experiments) == 1
+    return rep.experiments[0]
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main(["report", *(str(a) for a in args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_labels(path: Path, pairs: Sequence[tuple[Any, Any]]) -> Path:
+    if path.suffix == ".csv":
+        lines = ["key,label", *(f"{k},{v}" for k, v in pairs)]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_text("".join(json.dumps({"key": k, "label": v}) + "\n" for k, v in pairs))
+    return path
+
+
+# -- counts, errors, latency ----------------------------------------------------------------
+
+
+def test_counts_statuses_and_errors_by_type(tmp_path: Path) -> None:
+    """Statuses, error rates by type with the first message, and timeouts are counted exactly."""
+    records = [result(i) for i in range(7)]
+    records += [
+        result(7, candidate=arm(status="error", error={"type": "ValueError", "message": "m1"})),
+        result(8, candidate=arm(status="error", error={"type": "ValueError", "message": "m2"})),
+        result(9, candidate=arm(status="timeout", error={"type": "TimeoutError", "message": "t"})),
+    ]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    assert exp.counts.results == 10
+    assert exp.counts.source == "log"
+    assert dict(exp.candidate.statuses) == {"ok": 7, "error": 2, "timeout": 1}
+    assert exp.candidate.rate("error") == pytest.approx(0.2)
+    assert exp.candidate.timeout == 1
+    assert [(e.type, e.count, e.example) for e in exp.candidate.errors] == [("ValueError", 2, "m1")]
+    assert exp.live.errors == ()
+    assert (exp.agreement.matched, exp.agreement.not_comparable) == (7, 3)
+
+
+def test_latency_quantiles_are_exact_on_small_logs(tmp_path: Path) -> None:
+    """p50 / p90 / p99 interpolate linearly, exactly, below the reservoir size."""
+    records = [
+        result(i, live=arm(1, seconds=i / 1000), candidate=arm(1, seconds=2 * i / 1000))
+        for i in range(1, 101)
+    ]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    live, cand = exp.live.latency, exp.candidate.latency
+    assert (live.p50, live.p90, live.p99) == pytest.approx((0.0505, 0.0901, 0.09901))
+    assert live.exact
+    assert live.mean == pytest.approx(0.0505)
+    assert live.max == pytest.approx(0.1)
+    assert cand.p99 / live.p99 == pytest.approx(2.0)
+
+
+def test_reservoir_quantiles_stay_close_and_bounded() -> None:
+    """Past its capacity the reservoir keeps 10,000 values and quantiles within 1 % of rank."""
+    reservoir = Reservoir()
+    n = 200_000
+    for i in range(n):
+        reservoir.add(((i * 7919) % n) / n)  # every value of 0..1 once, in scrambled order
+    assert len(reservoir.sample) == 10_000
+    assert not reservoir.exact
+    for p in (0.5, 0.9, 0.99):
+        assert reservoir.quantile(p) == pytest.approx(p, abs=0.01)
+    assert (reservoir.minimum, reservoir.seen) == (0.0, n)
+
+
+def test_time_buckets_widen_and_stay_bounded() -> None:
+    """Time buckets merge into wider ones and never exceed their bound."""
+    buckets = TimeBuckets(max_buckets=16)
+    for i in range(10_000):
+        buckets.add(T0 + i * 7.0, i % 2 == 0)
+    assert len(buckets.buckets) <= 16
+    assert sum(c[0] for c in buckets.buckets.values()) == 10_000
+    assert sum(c[1] for c in buckets.buckets.values()) == 5_000
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+
+def test_categorical_outputs_side_by_side_with_confusion(tmp_path: Path) -> None:
+    """Top values are listed per arm and a live-by-candidate confusion table counts the pairs."""
+    pairs = [("a", "a")] * 5 + [("a", "b")] * 2 + [("b", "b")] * 3
+    records = [result(i, live=arm(lv), candidate=arm(cv)) for i, (lv, cv) in enumerate(pairs)]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    assert exp.output_kind == "categorical"
+    assert exp.rows == (("a", 7, 5), ("b", 3, 5))
+    assert exp.confusion is not None
+    assert exp.confusion.values == ("a", "b")
+    assert exp.confusion.cells == ((5, 2), (0, 3))
+    assert exp.agreement.rate == pytest.approx(0.8)
+    assert exp.warnings == ()
+
+
+def test_top_limits_the_values_listed(tmp_path: Path) -> None:
+    """--top N lists N values and folds the rest into (other)."""
+    records = [result(i, live=arm(i % 5), candidate=arm(i % 5)) for i in range(50)]
+    exp = only(build(write(tmp_path / "s.jsonl", records), top=2))
+    assert [r[0] for r in exp.rows] == ["0", "1", "(other)"]
+    assert exp.rows[-1] == ("(other)", 30, 30)
+    assert exp.confusion is not None
+    assert exp.confusion.values == ("0", "1", "(other)")
+
+
+def test_numeric_outputs_get_quantiles_and_a_histogram(tmp_path: Path) -> None:
+    """Fractional outputs are numeric: quantiles per arm and a histogram whose shares sum to 1."""
+    records = [
+        result(i, live=arm(i + 0.5), candidate=arm(2 * i + 0.5), match=False) for i in range(101)
+    ]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    assert exp.output_kind == "numeric"
+    assert exp.confusion is None
+    live, cand = exp.live.output.numeric, exp.candidate.output.numeric
+    assert live is not None
+    assert cand is not None
+    assert (live.min, live.p50, live.max, live.mean) == pytest.approx((0.5, 50.5, 100.5, 50.5))
+    assert cand.p50 == pytest.approx(100.5)
+    assert exp.histogram is not None
+    assert sum(exp.histogram.live) == pytest.approx(1.0)
+    assert sum(exp.histogram.candidate) == pytest.approx(1.0)
+    assert len(exp.histogram.edges) == len(exp.histogram.live) + 1
+
+
+def test_http_responses_count_by_status(tmp_path: Path) -> None:
+    """Middleware results (dicts with status and body_sha256) count as their status code."""
+
+    def response(status: int) -> dict[str, Any]:
+        return {"status": status, "headers": [], "body_sha256": "ab" * 32, "body_len": 2}
+
+    records = [
+        result(i, live=arm(response(200)), candidate=arm(response(200 if i % 4 else 503)))
+        for i in range(8)
+    ]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    assert exp.rows == (("200", 8, 6), ("503", 0, 2))
+    assert dict(exp.candidate.output.types) == {"http response": 8}
+
+
+def test_collapse_warning_fires_for_a_constant_candidate(tmp_path: Path) -> None:
+    """A candidate returning one value where live returns ten is flagged as constant."""
+    records = [result(i, live=arm(f"class{i % 10}"), candidate=arm("class0")) for i in range(100)]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    assert [w.code for w in exp.warnings] == ["candidate_constant"]
+    assert "one value (class0)" in exp.warnings[0].message
+
+
+def test_collapse_warning_fires_for_few_distinct_values(tmp_path: Path) -> None:
+    """A candidate with 3 distinct values where live has 50 is flagged as collapsed."""
+    records = [result(i, live=arm(i % 50), candidate=arm(i % 3)) for i in range(200)]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    assert [w.code for w in exp.warnings] == ["candidate_collapse"]
+
+
+def test_collapse_warning_fires_when_one_value_dominates(tmp_path: Path) -> None:
+    """A candidate giving one value for 95 % of inputs, where live spreads six, is flagged."""
+    records = [
+        result(i, live=arm(f"c{i % 6}"), candidate=arm("c0" if i % 20 else "c1"))
+        for i in range(200)
+    ]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    assert [w.code for w in exp.warnings] == ["candidate_collapse"]
+    assert "c0 for 95.0% of its results" in exp.warnings[0].message
+
+
+def test_collapse_warning_stays_quiet_for_a_healthy_candidate(tmp_path: Path) -> None:
+    """A varied, a matching constant, a barely sampled or a skewed-like-live candidate is quiet."""
+    varied = [result(i, live=arm(i % 10), candidate=arm((i + 1) % 10)) for i in range(100)]
+    assert only(build(write(tmp_path / "a.jsonl", varied))).warnings == ()
+    both_constant = [result(i, live=arm("x"), candidate=arm("x")) for i in range(100)]
+    assert only(build(write(tmp_path / "b.jsonl", both_constant))).warnings == ()
+    few = [result(i, live=arm(i), candidate=arm(0)) for i in range(5)]  # too few to judge
+    assert only(build(write(tmp_path / "c.jsonl", few))).warnings == ()
+    skewed = [  # an imbalanced problem: live says "no" 85 % of the time, the candidate 95 %
+        result(
+            i, live=arm("no" if i % 20 < 17 else "yes"), candidate=arm("no" if i % 20 else "yes")
+        )
+        for i in range(200)
+    ]
+    assert only(build(write(tmp_path / "d.jsonl", skewed))).warnings == ()
+
+
+def test_numeric_spread_collapse_and_new_types_are_flagged(tmp_path: Path) -> None:
+    """Numeric outputs with a tenth of live's spread, and types live never returns, are flagged."""
+    narrow = [
+        result(i, live=arm(i * 1.5), candidate=arm(50 + i * 0.01), match=False) for i in range(100)
+    ]
+    assert [w.code for w in only(build(write(tmp_path / "a.jsonl", narrow))).warnings] == [
+        "candidate_spread"
+    ]
+    typed = [
+        result(i, live=arm("a"), candidate=arm({"label": "a"} if i else "a")) for i in range(9)
+    ]
+    codes = [w.code for w in only(build(write(tmp_path / "b.jsonl", typed))).warnings]
+    assert codes == ["candidate_types"]
+
+
+# -- agreement and ground truth --------------------------------------------------------------
+
+
+def test_agreement_overall_and_over_time(tmp_path: Path) -> None:
+    """Agreement is matched over compared, and per five-minute bucket over two hours."""
+    records = [
+        result(i, started=T0 + 60 * i, match=True if i < 60 else i % 2 == 0) for i in range(120)
+    ]
+    exp = only(build(write(tmp_path / "s.jsonl", records)))
+    agreement = exp.agreement
+    assert agreement.rate == pytest.approx(90 / 120)
+    assert agreement.bucket_seconds == 300
+    assert len(agreement.buckets) == 24
+    assert [b.rate for b in agreement.buckets[:12]] == [1.0] * 12
+    assert [b.rate for b in agreement.buckets[12:]] == pytest.approx([0.6, 0.4] * 6)
+    assert sum(b.results for b in agreement.buckets) == 120
+
+
+def test_accuracy_and_macro_f1_against_labels(tmp_path: Path) -> None:
+    """Accuracy and macro-F1 match hand-computed values (and scikit-learn's)."""
+    truth, live, cand = "aaabbc", "aabbba", "aaabcc"
+    records = [
+        result(i, key=f"k{i}", live=arm(lv), candidate=arm(cv))
+        for i, (lv, cv) in enumerate(zip(live, cand, strict=True))
+    ]
+    labels = write_labels(tmp_path / "labels.csv", [(f"k{i}", t) for i, t in enumerate(truth)])
+    exp = only(build(write(tmp_path / "s.jsonl", records), labels=labels))
+    gt = exp.ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.metric, gt.labeled, gt.paired) == ("categorical", "accuracy", 6, 6)
+    assert gt.live["accuracy"] == pytest.approx(4 / 6)
+    assert gt.live["macro_f1"] == pytest.approx((4 / 6 + 4 / 5 + 0) / 3)
+    assert gt.candidate["accuracy"] == pytest.approx(5 / 6)
+    assert gt.candidate["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert gt.difference["accuracy"] == pytest.approx(1 / 6)
+    assert gt.better == "candidate"
+
+
+def test_macro_f1_counts_classes_only_predicted() -> None:
+    """A class that is only ever predicted counts in macro-F1 with a score of 0."""
+    assert macro_f1({"a": 1}, {"z": 1}, {"a": 1}) == pytest.approx((2 / 3 + 0) / 2)
+    assert macro_f1({}, {}, {}) is None
+
+
+def test_mae_and_rmse_for_numeric_labels(tmp_path: Path) -> None:
+    """Fractional labels choose MAE and RMSE, with hand-computed values; lower is better."""
+    labels = [1.5, 2.5, 3.5]
+    live, cand = [1.0, 3.0, 3.5], [1.5, 2.5, 5.5]
+    records = [
+        result(i, live=arm(lv), candidate=arm(cv), match=False)
+        for i, (lv, cv) in enumerate(zip(live, cand, strict=True))
+    ]
+    path = write_labels(tmp_path / "labels.jsonl", list(enumerate(labels)))
+    gt = only(build(write(tmp_path / "s.jsonl", records), labels=path)).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.metric) == ("numeric", "mae")
+    assert gt.live["mae"] == pytest.approx(1 / 3)
+    assert gt.live["rmse"] == pytest.approx(math.sqrt(0.5 / 3))
+    assert gt.candidate["mae"] == pytest.approx(2 / 3)
+    assert gt.candidate["rmse"] == pytest.approx(math.sqrt(4 / 3))
+    assert gt.better == "live"
+
+
+def test_metric_option_forces_the_kind_of_labels(tmp_path: Path) -> None:
+    """--metric rmse scores whole-number labels as numbers; failed arms are counted apart."""
+    records = [
+        result(0, live=arm(1), candidate=arm(2)),
+        result(1, live=arm(3), candidate=arm(status="error", error={"type": "E", "message": ""})),
+        result(2, key="no-label"),
+    ]
+    labels = write_labels(tmp_path / "labels.csv", [(0, 1), (1, 3)])
+    gt = only(
+        build(write(tmp_path / "s.jsonl", records), labels=labels, metric="rmse")
+    ).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.metric) == ("numeric", "rmse")
+    assert (gt.labeled, gt.paired, gt.candidate_failed, gt.unlabeled) == (2, 1, 1, 1)
+    assert gt.live["rmse"] == 0.0
+    assert gt.candidate["rmse"] == 1.0
+
+
+def test_keys_join_as_text(tmp_path: Path) -> None:
+    """An int key joins a CSV key, and a prediction of 1.0 matches a label of 1."""
+    records = [result(i, live=arm(1.0), candidate=arm(0)) for i in range(4)]
+    labels = write_labels(tmp_path / "labels.csv", [(i, 1) for i in range(4)])
+    gt = only(build(write(tmp_path / "s.jsonl", records), labels=labels)).ground_truth
+    assert gt is not None
+    assert (gt.live["accuracy"], gt.candidate["accuracy"]) == (1.0, 0.0)
+
+
+# -- reading: files, backups, filters, bad input ----------------------------------------------
+
+
+def test_several_files_and_rotated_backups(tmp_path: Path) -> None:
+    """Backups (.1, .2.gz) are read with their file, globs expand, and no file is read twice."""
+    write(tmp_path / "a.jsonl", [result(i) for i in range(3)])
+    write(tmp_path / "a.jsonl.1", [result(i) for i in range(3, 7)])
+    with gzip.open(tmp_path / "a.jsonl.2.gz", "wt") as handle:
+        handle.write("".join(json.dumps(result(i)) + "\n" for i in range(7, 12)))
+    write(tmp_path / "b.jsonl", [result(i, experiment="other") for i in range(2)])
+    rep = build(tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "a.jsonl.1")
+    assert [f.path for f in rep.files] == [
+        str(tmp_path / "a.jsonl.2.gz"),
+        str(tmp_path / "a.jsonl.1"),
+        str(tmp_path / "a.jsonl"),
+        str(tmp_path / "b.jsonl"),
+    ]
+    assert {e.name: e.counts.results for e in rep.experiments} == {"exp": 12, "other": 2}
+    globbed = report.build_report([str(tmp_path / "*.jsonl")])
+    assert globbed.results == 14
+
+
+def test_jsonlines_sink_logs_read_back_across_rotation(tmp_path: Path) -> None:
+    """Every result a rotating JsonLines sink wrote under @shadow is read back once."""
+    path = tmp_path / "shadow.jsonl"
+    sink = sinks.JsonLines(path, max_bytes=4_000, backups=50)
+
+    @shadow(candidate=lambda x: x % 3, name="rotated", sinks=[sink], key=lambda x: x)
+    def predict(x: int) -> int:
+        return x % 4
+
+    for i in range(60):
+        predict(i)
+    assert shadowdeco.flush(10)
+    sink.close()
+    assert (tmp_path / "shadow.jsonl.1").exists()
+    exp = only(build(path))
+    assert exp.counts.results == 60
+    assert exp.agreement.matched == sum(i % 3 == i % 4 for i in range(60))
+
+
+def test_since_and_until_bound_started_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--since is inclusive, --until exclusive, and a trailing Z means UTC (Python 3.10 too)."""
+    path = write(tmp_path / "s.jsonl", [result(i, started=T0 + 60 * i) for i in range(10)])
+    code, out, _ = cli(
+        capsys, path, "--since", "2026-11-27T10:02:00Z", "--until", "2026-11-27T10:05:00", "--json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["results"] == 3
+    assert data["filters"]["outside_window"] == 7
+    assert data["experiments"]["exp"]["first"] == iso(T0 + 120)
+
+
+def test_experiment_filter_and_a_name_that_matches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--experiment keeps the named experiments (globs too); an unmatched name exits 1."""
+    records = [result(i, experiment=("churn-v2", "churn-v3", "price")[i % 3]) for i in range(9)]
+    path = write(tmp_path / "s.jsonl", records)
+    rep = build(path, experiments=["churn-*"])
+    assert [e.name for e in rep.experiments] == ["churn-v2", "churn-v3"]
+    code, out, err = cli(capsys, path, "--experiment", "price", "--experiment", "nope")
+    assert code == 1
+    assert "══ price " in out
+    assert "churn" not in out
+    assert "no results for experiment 'nope'" in err
+
+
+def test_malformed_lines_are_skipped_counted_and_located(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad lines are skipped and counted with file and line; the report completes and exits 1."""
+    lines: list[dict[str, Any] | str] = [
+        result(0),
+        "not json {",
+        "",
+        "[1, 2]",
+        {**result(1), "v": 2},
+        result(2),
+        '{"v": 1, "experiment": "exp"',
+        b"\xff\xfe".decode("latin-1"),
+        result(3),
+    ]
+    path = write(tmp_path / "s.jsonl", lines)
+    rep = build(path)
+    assert rep.results == 3
+    assert rep.malformed == 5
+    assert [(m.line, m.reason) for m in rep.malformed_examples] == [
+        (2, "not JSON"),
+        (4, "not a JSON object"),
+        (5, "unsupported schema version 2"),
+        (7, "not JSON"),
+        (8, "not JSON"),
+    ]
+    assert not rep.complete
+    code, out, err = cli(capsys, path)
+    assert code == 1
+    assert f"skipped 5 malformed lines: {path}:2 (not JSON)" in out
+    assert "malformed lines (first:" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "glob", "labels"])
+def test_an_unreadable_file_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A missing file, a directory, an empty glob or bad labels stop the report with exit 2."""
+    good = write(tmp_path / "s.jsonl", [result(0)])
+    args: list[str | Path] = {
+        "missing": [good, tmp_path / "missing.jsonl"],
+        "directory": [tmp_path],
+        "glob": [tmp_path / "*.log"],
+        "labels": [good, "--labels", write(tmp_path / "l.csv", ["key,value", "0,1"])],
+    }[kind]
+    code, out, err = cli(capsys, *args)
+    assert code == 2
+    assert out == ""
+    expected = {
+        "missing": f"cannot read {tmp_path / 'missing.jsonl'}: No such file or directory",
+        "directory": f"cannot read {tmp_path}: it is a directory",
+        "glob": "no file matches this pattern",
+        "labels": "must name a 'key' and a 'label' column",
+    }[kind]
+    assert expected in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root reads files whatever their mode, so permission cannot be denied",
+)
+def test_a_file_without_read_permission_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file the user may not read stops the report with exit 2 and names it."""
+    path = write(tmp_path / "s.jsonl", [result(0)])
+    path.chmod(0)
+    code, _, err = cli(capsys, path)
+    assert code == 2
+    assert f"cannot read {path}: Permission denied" in err
+
+
+def test_the_console_command_reports_errors_without_a_traceback(tmp_path: Path) -> None:
+    """`python -m shadowdeco report` on a missing file prints one line and exits 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "shadowdeco", "report", str(tmp_path / "nope.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"shadowdeco report: cannot read {tmp_path / 'nope.jsonl'}: No such file or directory"
+    )
+
+
+def test_stats_lines_give_sampled_and_dropped(tmp_path: Path) -> None:
+    """The latest stats line per process is summed: drops by reason appear beside the results."""
+
+    def stats(process: str, sampled: int, dropped: dict[str, int]) -> dict[str, Any]:
+        emitted = sampled - sum(dropped.values())
+        return {
+            "v": 1,
+            "kind": "stats",
+            "experiment": "exp",
+            "process": process,
+            "sampled": sampled,
+            "skipped": 0,
+            "emitted": emitted,
+            "dropped": dropped,
+            "in_flight": 0,
+            "sink_errors": 0,
+        }
+
+    lines = [
+        stats("a", 50, {"queue_full": 1}),
+        result(0),
+        stats("a", 40, {}),  # an older snapshot read later
+        stats("b", 30, {"queue_full": 2, "shutdown": 1}),
+    ]
+    counts = only(build(write(tmp_path / "s.jsonl", lines))).counts
+    assert counts.source == "stats"
+    assert (counts.processes, counts.sampled, counts.emitted) == (2, 80, 76)
+    assert counts.dropped == {"queue_full": 3, "shutdown": 1}
+
+
+def test_stats_lines_without_a_process_are_told_apart_by_file(tmp_path: Path) -> None:
+    """Without a process tag, a file and its backups are one stream, and other files add up."""
+    line = {"v": 1, "kind": "stats", "experiment": "exp", "emitted": 0, "dropped": {}}
+    write(tmp_path / "a.jsonl.1", [{**line, "sampled": 10}])
+    write(tmp_path / "a.jsonl", [{**line, "sampled": 25}, result(0)])
+    write(tmp_path / "b.jsonl", [{**line, "sampled": 7}])
+    rep = build(tmp_path / "a.jsonl.1", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    counts = only(rep).counts
+    assert (counts.processes, counts.sampled) == (2, 32)
+
+
+def test_stats_record_from_a_live_experiment_is_read(tmp_path: Path) -> None:
+    """report.stats_record(experiment) appended to the log gives the report its counters."""
+    path = tmp_path / "shadow.jsonl"
+    sink = sinks.JsonLines(path)
+
+    @shadow(candidate=lambda x: x, name="counted", sinks=[sink])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(5):
+        predict(i)
+    assert shadowdeco.flush(10)
+    sink.close()
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(json.dumps(report.stats_record(predict.shadow)) + "\n")  # type: ignore[attr-defined]
+    counts = only(build(path)).counts
+    assert (counts.source, counts.sampled, counts.emitted, counts.results) == ("stats", 5, 5, 5)
+
+
+def test_unencodable_results_are_counted_not_skipped(tmp_path: Path) -> None:
+    """A result the sink wrote as an "$error" record is counted for its experiment."""
+    lines = [result(0), {"v": 1, "experiment": "exp", "id": "x", "$error": "not serializable"}]
+    rep = build(write(tmp_path / "s.jsonl", lines))
+    assert (only(rep).unencodable, rep.malformed) == (1, 0)
+
+
+# -- output formats --------------------------------------------------------------------------
+
+
+def _mixed_log(tmp_path: Path) -> tuple[Path, Path]:
+    """A categorical and a numeric experiment over three hours, with labels for the first."""
+    records: list[dict[str, Any]] = []
+    for i in range(600):
+        started = T0 + 18 * i
+        truth = ("stay", "churn", "upsell")[i % 3]
+        cand_status = "error" if i % 50 == 0 else "ok"
+        failure = {"type": "ValueError", "message": "bad"} if cand_status == "error" else None
+        records.append(
+            result(
+                i,
+                experiment="churn-v2",
+                key=f"c{i}",
+                started=started,
+                live=arm(truth if i % 7 else "stay", seconds=0.005 + (i % 10) / 1000),
+                candidate=arm(
+                    None if cand_status == "error" else truth if i % 11 else "churn",
+                    status=cand_status,
+                    seconds=0.01 + (i % 10) / 500,
+                    error=failure,
+                ),
+            )
+        )
+        records.append(
+            result(
+                i,
+                experiment="price-v3",
+                started=started,
+                live=arm(100 + (i % 40) * 1.5),
+                candidate=arm(100 + (i % 30) * 1.75),
+                match=abs((i % 40) * 1.5 - (i % 30) * 1.75) < 5,
+            )
+        )
+    log = write(tmp_path / "shadow.jsonl", records)
+    labels = write_labels(
+        tmp_path / "labels.csv", [(f"c{i}", ("stay", "churn", "upsell")[i % 3]) for i in range(600)]
+    )
+    return log, labels
+
+
+def test_json_output_follows_the_documented_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json prints schema shadowdeco.report/1 with its stable keys and JSON types."""
+    log, labels = _mixed_log(tmp_path)
+    code, out, _ = cli(capsys, log, "--labels", labels, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["schema"] == "shadowdeco.report/1"
+    assert set(data) == {
+        "schema",
+        "complete",
+        "results",
+        "files",
+        "malformed",
+        "read_errors",
+        "filters",
+        "labels",
+        "experiments",
+    }
+    assert data["complete"] is True
+    assert set(data["experiments"]) == {"churn-v2", "price-v3"}
+    churn = data["experiments"]["churn-v2"]
+    assert set(churn) == {
+        "first",
+        "last",
+        "counts",
+        "live",
+        "candidate",
+        "latency_ratio",
+        "queue_s",
+        "outputs",
+        "agreement",
+        "ground_truth",
+        "warnings",
+    }
+    assert set(churn["candidate"]) == {
+        "results",
+        "statuses",
+        "error_rate",
+        "timeout_rate",
+        "errors",
+        "latency_s",
+        "output",
+    }
+    assert set(churn["candidate"]["latency_s"]) == {
+        "n",
+        "sampled",
+        "exact",
+        "mean",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+    }
+    assert churn["candidate"]["statuses"] == {"ok": 588, "error": 12, "timeout": 0}
+    assert churn["candidate"]["errors"][0]["type"] == "ValueError"
+    assert churn["outputs"]["kind"] == "categorical"
+    assert churn["outputs"]["confusion"]["values"] == ["stay", "churn", "upsell"]
+    assert churn["ground_truth"]["metric"] == "accuracy"
+    assert set(churn["ground_truth"]["live"]) == {"accuracy", "macro_f1"}
+    assert churn["counts"]["source"] == "log"
+    assert churn["counts"]["dropped"] is None
+    assert isinstance(churn["agreement"]["buckets"][0]["start"], str)
+    price = data["experiments"]["price-v3"]
+    assert price["outputs"]["kind"] == "numeric"
+    assert len(price["outputs"]["histogram"]["edges"]) == 21
+    assert price["ground_truth"]["paired"] == 0
+
+
+def test_text_output_answers_the_three_questions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text report has the three sections per experiment with aligned tables."""
+    log, labels = _mixed_log(tmp_path)
+    code, out, _ = cli(capsys, log, "--labels", labels)
+    assert code == 0
+    assert out.startswith("shadowdeco report: 1,200 results from 1 file, 2 experiments")
+    for heading in ("1. Engineering", "2. Outputs", "3. Performance"):
+        assert out.count(heading) == 2
+    assert "ValueError" in out
+    assert "accuracy *" in out
+    assert "candidate/live" in out
+    status_rows = [line for line in out.splitlines() if line.startswith(("   ok ", "   error "))]
+    assert len({len(line) for line in status_rows[:2]}) == 1  # aligned columns
+
+
+def test_html_is_self_contained(tmp_path: Path) -> None:
+    """The page inlines its style and charts and references nothing outside itself."""
+    log, labels = _mixed_log(tmp_path)
+    page = report.render_html(build(log, labels=labels))
+    assert page.startswith("<!doctype html>")
+    for needle in ("<script", "<link", " src=", "url(", "@import"):
+        assert needle not in page
+    assert page.replace('xmlns="http://www.w3.org/2000/svg"', "").count("http") == 0
+    for chart in ("latency", "distribution", "histogram", "agreement"):
+        assert f'class="chart {chart}"' in page
+
+
+def test_docstring_examples_run() -> None:
+    """The report package's docstring examples pass as doctests."""
+    for name in ("shadowdeco.report", "shadowdeco.report._stats", "shadowdeco.report._values"):
+        failures, _ = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert failures == 0, name
+
+
+# -- the page in a real browser --------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and RGB rows of an 8-bit RGB or RGBA PNG (what Chromium writes)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, channels = 8, [], 0, 0, 3
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+            assert depth == 8, depth
+            channels = {2: 3, 6: 4}[colour]
+        elif kind == b"IDAT":
+            idat.append(body)
+    raw = zlib.decompress(b"".join(idat))
+    stride = width * channels
+    previous = bytearray(stride)
+    rows = []
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        if kind == 1:  # Sub
+            for i in range(channels, stride):
+                line[i] = (line[i] + line[i - channels]) & 0xFF
+        elif kind == 2:  # Up
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, previous, strict=True))
+        elif kind == 3:  # Average
+            for i in range(stride):
+                left = line[i - channels] if i >= channels else 0
+                line[i] = (line[i] + (left + previous[i]) // 2) & 0xFF
+        elif kind == 4:  # Paeth
+            for i in range(stride):
+                a = line[i - channels] if i >= channels else 0
+                b = previous[i]
+                c = previous[i - channels] if i >= channels else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                line[i] = (line[i] + pred) & 0xFF
+        rgb = bytes(line) if channels == 3 else bytes(v for i, v in enumerate(line) if i % 4 != 3)
+        rows.append(rgb)
+        previous = line
+    return width, height, rows
+
+
+@pytest.mark.slow
+def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """Headless Chromium renders the page: its SVG charts are in the DOM and drawn in colour."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    log, labels = _mixed_log(tmp_path)
+    page = tmp_path / "report.html"
+    assert main(["report", str(log), "--labels", str(labels), "--html", str(page)]) == 0
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    url = page.as_uri()
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for chart in ("latency", "distribution", "histogram", "agreement"):
+        assert f'class="chart {chart}"' in dom.stdout
+    assert dom.stdout.count("<rect") > 50
+    shot = tmp_path / "report.png"
+    run = subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shot.stat().st_size > 30_000
+    width, height, rows = decode_png(shot.read_bytes())
+    assert (width, height) == (1280, 2000)
+    colours: dict[bytes, int] = {}
+    for row in rows:
+        for x in range(0, len(row), 3):
+            pixel = row[x : x + 3]
+            colours[pixel] = colours.get(pixel, 0) + 1
+    assert len(colours) > 50  # text, tables and charts, not a blank page
+    live, candidate = bytes.fromhex(LIVE[1:]), bytes.fromhex(CANDIDATE[1:])
+    assert colours.get(live, 0) > 2_000  # live's bars are drawn
+    assert colours.get(candidate, 0) > 2_000  # and the candidate's
+    background = max(colours.values())
+    assert background < 0.95 * width * height
+
+
+@pytest.mark.slow
+def test_the_scikit_learn_demo_reports_both_accuracies(tmp_path: Path) -> None:
+    """The demo serves v1, shadows v2, and prints both accuracies and writes the page."""
+    if importlib.util.find_spec("sklearn") is None:
+        pytest.skip("scikit-learn is not installed (pip install 'shadowdeco[examples]')")
+    page = tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "demo_sklearn.py"), "--html", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "══ digits-v2 " in proc.stdout
+    assert "sampled 540 · emitted 540 · dropped 0" in proc.stdout
+    assert "accuracy against the true labels: v1 (live) 0.9" in proc.stdout
+    assert "scikit-learn's accuracy_score agrees" in proc.stdout
+    assert 'class="chart agreement"' in page.read_text()
