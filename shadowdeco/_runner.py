@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import trace
 
+from ._pool import ProcessPool
 from ._result import Observation, error_of
 
 if TYPE_CHECKING:
@@ -328,6 +329,17 @@ def _run_in_executor(
     kwargs: dict[str, Any],
 ) -> Observation | None:
     start = time.perf_counter()
+    if isinstance(executor, ProcessPool):
+        # Straight from this worker thread to a worker process: no extra threads take the
+        # GIL on the way.  A dead worker raises BrokenProcessPool: recorded like any error.
+        try:
+            return observation(executor.call(call_timed, fn, args, kwargs))
+        except RuntimeError as exc:
+            if isinstance(exc, BrokenExecutor):
+                return Observation("error", None, error_of(exc), time.perf_counter() - start)
+            return None  # the pool was shut down: the sample cannot run any more
+        except BaseException as exc:  # noqa: BLE001 - an unpicklable candidate or inputs...
+            return Observation("error", None, error_of(exc), time.perf_counter() - start)
     try:
         if isinstance(executor, ProcessPoolExecutor):
             future = executor.submit(call_timed, fn, args, kwargs)

@@ -23,6 +23,7 @@ MODULES = [
     "shadowdeco.sampling",
     "shadowdeco.sinks",
     "shadowdeco.testing",
+    "shadowdeco._pool",
 ]
 
 

@@ -113,3 +113,35 @@ def test_thread_executors_run_in_the_callers_context_and_leave_no_mark() -> None
         assert predict.shadow.flush(10)
         assert memory.results[0].candidate.value == "caller"
         assert executor.submit(shadowdeco.in_shadow).result() is False
+
+
+def test_a_process_pool_replaces_itself_after_a_worker_dies() -> None:
+    """shadowdeco.ProcessPool counts a dead worker, starts afresh, and later calls work."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+    try:
+
+        @shadow(candidate=os._exit, name="killer", executor=pool, sinks=[memory])
+        def kill(code: int) -> int:
+            return code
+
+        @shadow(candidate=operator.neg, name="after", executor=pool, sinks=[memory])
+        def neg(x: int) -> int:
+            return -x
+
+        assert kill(3) == 3
+        assert kill.shadow.flush(60)
+        assert neg(5) == -5
+        assert neg.shadow.flush(60)
+        assert pool.restarts == 1
+        statuses = {r.experiment: r.candidate.status for r in memory.results}
+        assert statuses == {"killer": "error", "after": "ok"}
+        assert [r.match for r in memory.results if r.experiment == "after"] == [True]
+    finally:
+        pool.shutdown()
+
+
+def test_a_process_pool_checks_its_options() -> None:
+    """A bad max_workers fails at construction, naming it."""
+    with pytest.raises(ValueError, match="max_workers must be a positive int or None, got 0"):
+        shadowdeco.ProcessPool(0)
