@@ -58,6 +58,7 @@ from ._runner import (
     emit,
     emitter,
     guard,
+    log_failure,
     start_task,
     stop_background_loop,
 )
@@ -387,8 +388,9 @@ class Experiment:
         """Ask a sampler that is not a plain rate (the wrapper decides rates inline)."""
         try:
             take = bool(self._sampler(*args, **kwargs))
-        except Exception:
-            log.exception("shadowdeco: sampler of %s raised; call not sampled", self.name)
+        except Exception:  # noqa: BLE001 - a sampler bug must not reach the caller
+            # On the live path, possibly on every call: logged at most once a minute.
+            log_failure("sampler (call not sampled)", self.name)
             with self._lock:
                 self._sampler_errors += 1
             take = False
@@ -412,7 +414,7 @@ class Experiment:
         try:
             snap_args, snap_kwargs = _snapshot(self._copier, args, kwargs)
         except Exception:  # noqa: BLE001 - an uncopyable argument: count it, serve live
-            log.warning("shadowdeco: %s could not copy the inputs; not shadowed", self.name)
+            log_failure("copying the inputs (call not shadowed)", self.name)
             with self._lock:
                 lane.waiting -= 1
                 self._drop_locked("copy_failed")

@@ -41,7 +41,7 @@ from ._result import Observation, error_of
 if TYPE_CHECKING:
     from ._experiment import Experiment
 
-__all__ = ["FAILED", "Args", "Job", "Lane", "guard", "in_shadow"]
+__all__ = ["FAILED", "Args", "Job", "Lane", "guard", "in_shadow", "log_failure"]
 
 log = logging.getLogger("shadowdeco")
 
@@ -74,10 +74,10 @@ def guard(operation: str, experiment: str, fn: Callable[..., Any], *args: Any) -
     except KeyboardInterrupt:
         if threading.current_thread() is threading.main_thread():
             raise
-        _log_failure(operation, experiment)
+        log_failure(operation, experiment)
         return FAILED
     except BaseException:  # noqa: BLE001 - user code must never end a shadowdeco thread
-        _log_failure(operation, experiment)
+        log_failure(operation, experiment)
         return FAILED
 
 
@@ -87,7 +87,8 @@ _LOG_EVERY: Final = 60.0
 _failures: dict[tuple[str, str, str], list[float]] = {}
 
 
-def _log_failure(operation: str, experiment: str) -> None:
+def log_failure(operation: str, experiment: str) -> None:
+    """Log the exception being handled, with its traceback, at most once a minute per kind."""
     error = sys.exc_info()[1]
     key = (operation, experiment, type(error).__qualname__)
     now = time.monotonic()

@@ -254,3 +254,22 @@ def test_a_sink_raising_base_exceptions_does_not_stop_emission(error: type[BaseE
         assert predict.shadow.flush(10)
     assert len(memory) == 3
     assert predict.shadow.stats().sink_errors == 3
+
+
+def test_a_sampler_failing_on_every_call_is_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sampler raising on every call is counted every time but logged once, not per call."""
+
+    def sampler(x: int) -> bool:
+        raise KeyError("no user id")
+
+    @shadow(candidate=lambda x: x, sample=sampler, name="noisy-sampler", sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    with caplog.at_level("ERROR", logger="shadowdeco"):
+        for i in range(100):
+            assert predict(i) == i
+    assert predict.shadow.stats().sampler_errors == 100
+    assert len([r for r in caplog.records if "noisy-sampler" in r.getMessage()]) == 1
