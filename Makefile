@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/sinks.py
+	$(BIN)/python benchmarks/middleware.py
+	$(BIN)/python benchmarks/live_latency.py
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/cpu_bound.py
+	$(BIN)/python benchmarks/report.py
+
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --threads 8 --calls 1000000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

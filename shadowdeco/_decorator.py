@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import wrapt
 
 from ._experiment import Experiment, _state, register
+from ._runner import _IN_SHADOW
 
 __all__ = ["shadow"]
 
@@ -128,6 +129,8 @@ def _sync_wrapper(exp: Experiment) -> Callable[..., Any]:
         elif rate < 1.0 and (rate <= 0.0 or _random() >= rate):
             next(exp._skipped)
             return wrapped(*args, **kwargs)
+        if _IN_SHADOW.get(False):  # called by a candidate: shadowing it again would recurse
+            return wrapped(*args, **kwargs)
         job = admit(instance, args, kwargs)
         if job is None:
             return wrapped(*args, **kwargs)
@@ -156,6 +159,8 @@ def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
                 return await wrapped(*args, **kwargs)
         elif rate < 1.0 and (rate <= 0.0 or _random() >= rate):
             next(exp._skipped)
+            return await wrapped(*args, **kwargs)
+        if _IN_SHADOW.get(False):  # called by a candidate: shadowing it again would recurse
             return await wrapped(*args, **kwargs)
         job = admit(instance, args, kwargs)
         if job is None:

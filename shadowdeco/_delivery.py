@@ -99,8 +99,9 @@ class SinkWorker:
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until every queued result was handed to the sink."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        own = 1 if self._thread is threading.current_thread() else 0  # its own delivery
         with self._cond:
-            while self._pending:
+            while self._pending > own:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -112,7 +113,8 @@ class SinkWorker:
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
-            thread.join(timeout)
+            if thread is not threading.current_thread():  # stopped from its own sink
+                thread.join(timeout)
 
 
 _lock = threading.Lock()

@@ -699,7 +699,8 @@ class Experiment:
         flushed, and closed unless another registered experiment still uses them.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._closed = True
+        with self._lock:  # Lane.put reads it under this lock: no job slips in after drain
+            self._closed = True
         self._refresh()
         self.flush(timeout)
         for job in self._lane.drain():
@@ -707,6 +708,8 @@ class Experiment:
         # Idle workers end at once; joining them means no thread of ours still references
         # this experiment (its sinks, their open files) when the interpreter finalizes.
         for worker in self._lane.stop_threads():
+            if worker is threading.current_thread():  # closed from its own candidate
+                continue
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             worker.join(remaining)
         for task in list(self._lane.tasks):

@@ -417,12 +417,19 @@ class Lane:
         exp = self.exp
         start = False
         with exp._lock:
-            self.queue.put(job)
-            self.queued += 1
-            if self.queued > self.idle and self.threads() < exp._max_concurrency:
-                start = True
-                self.idle += 1
-                self.spawning += 1
+            closed = exp._closed  # set under this lock by close(), before it drains
+            if closed:
+                self.waiting -= 1
+            else:
+                self.queue.put(job)
+                self.queued += 1
+                if self.queued > self.idle and self.threads() < exp._max_concurrency:
+                    start = True
+                    self.idle += 1
+                    self.spawning += 1
+        if closed:
+            exp._settle_drop(job, "shutdown")
+            return
         if start:
             self._start_worker()
 
