@@ -1860,7 +1860,14 @@ def test_a_url_candidate_reconnects_when_the_server_closed_an_idle_connection(
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    closed = threading.Semaphore(0)
+
+    class Server(http.server.ThreadingHTTPServer):
+        def shutdown_request(self, request: Any) -> None:
+            super().shutdown_request(request)
+            closed.release()  # the idle connection is really gone now
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -1876,6 +1883,7 @@ def test_a_url_candidate_reconnects_when_the_server_closed_an_idle_connection(
             environ = make_environ(method="POST", body=f"b{i}".encode())
             call_wsgi(mw, environ)
             assert mw.shadow.flush(10)
+            assert closed.acquire(timeout=10)  # before the next call reuses the socket
         assert got == [b"b0", b"b1", b"b2"]
         assert [r.candidate.status for r in memory.results] == ["ok"] * 3
     finally:
