@@ -170,7 +170,7 @@ def test_file_removed_under_a_jsonlines_sink(tmp_path: Path) -> None:
     assert [predict(i) for i in range(5, 12)] == list(range(5, 12))
     stats = settle(predict.shadow)
     values = [json.loads(line)["candidate"]["value"] for line in path.read_text().splitlines()]
-    assert values == list(range(5, 12))
+    assert sorted(values) == list(range(5, 12))  # several workers: any order
     assert (stats.emitted, stats.sink_errors, jsonl.lines_written, jsonl.lines_lost) == (
         12,
         0,
