@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import math
+import random
 import select
 import threading
 import urllib.parse
@@ -25,6 +26,7 @@ from .._experiment import Experiment, register
 __all__ = [
     "DEFAULT_METHODS",
     "HttpResponse",
+    "Mirror",
     "Request",
     "Settings",
     "UrlCandidate",
@@ -527,3 +529,62 @@ class UrlCandidate:
 
     def __repr__(self) -> str:
         return f"UrlCandidate({self.base_url!r})"
+
+
+class Mirror:
+    """What the WSGI and ASGI middleware share: options, candidate, experiment, sampling."""
+
+    app: Any
+    settings: Settings
+    shadow: Experiment
+
+    def _setup(
+        self,
+        app: Any,
+        candidate: Any,
+        in_process: Callable[[Any, Settings], Callable[[Request], Any]],
+        *,
+        name: str | None,
+        timeout: float | None,
+        methods: Iterable[str],
+        max_body: int,
+        max_response_body: int,
+        record_body: bool,
+        headers: Iterable[str] | None,
+        deny_headers: Iterable[str],
+        forward_credentials: bool,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.settings = Settings(
+            methods=methods,
+            max_body=max_body,
+            max_response_body=max_response_body,
+            record_body=record_body,
+            headers=headers,
+            deny_headers=deny_headers,
+            forward_credentials=forward_credentials,
+        )
+        run: Callable[[Request], Any]
+        if isinstance(candidate, str):
+            run = UrlCandidate(candidate, self.settings, timeout)
+        elif callable(candidate):
+            run = in_process(candidate, self.settings)
+        else:
+            kind = type(self).__name__.removeprefix("Shadow").removesuffix("Middleware")
+            raise TypeError(f"candidate must be a {kind} app or a base URL, got {candidate!r}")
+        self.shadow = make_experiment(
+            app, run, name=name, settings=self.settings, options={"timeout": timeout, **options}
+        )
+
+    def _sampled(self, head: Callable[[], Request]) -> bool:
+        """Is this request sampled?  A plain rate is decided before anything is built;
+        other samplers get the request's head (``body`` is still empty then)."""
+        exp = self.shadow
+        rate = exp._rate
+        if rate is None:
+            return exp._sampled_by_sampler((head(),), {})
+        if rate < 1.0 and (rate <= 0.0 or random.random() >= rate):
+            next(exp._skipped)
+            return False
+        return True

@@ -17,7 +17,6 @@ straight through, except that ``lifespan.shutdown`` first drains the pending mir
 from __future__ import annotations
 
 import asyncio
-import random
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -30,10 +29,9 @@ from ._http import (
     SHADOW_HEADER,
     BodyCollector,
     HttpResponse,
+    Mirror,
     Request,
     Settings,
-    UrlCandidate,
-    make_experiment,
 )
 
 __all__ = ["ShadowASGIMiddleware"]
@@ -47,13 +45,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _SHADOW_HEADER = SHADOW_HEADER.encode("latin-1")
 
 
-class ShadowASGIMiddleware:
+class ShadowASGIMiddleware(Mirror):
     """Mirror sampled HTTP requests of an ASGI ``app`` to ``candidate``.
 
     ``candidate`` is another ASGI app (run as a task on the server's loop) or a base URL.
     Options as :class:`~shadowdeco.middleware.ShadowWSGIMiddleware`, plus ``drain_timeout``
     (how long ``lifespan.shutdown`` waits for pending mirrors).
     """
+
+    app: ASGIApp
 
     def __init__(
         self,
@@ -78,8 +78,24 @@ class ShadowASGIMiddleware:
         forward_credentials: bool = False,
         drain_timeout: float = 10.0,
     ) -> None:
-        self.app = app
-        self.settings = Settings(
+        if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, (int, float)):
+            raise TypeError(f"drain_timeout must be a number of seconds, got {drain_timeout!r}")
+        if not drain_timeout >= 0:
+            raise ValueError(f"drain_timeout must be >= 0, got {drain_timeout!r}")
+        self.drain_timeout = float(drain_timeout)
+        self._setup(
+            app,
+            candidate,
+            ASGICandidate,
+            name=name,
+            sample=sample,
+            sinks=sinks,
+            compare=compare,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            enabled=enabled,
+            key=key,
             methods=methods,
             max_body=max_body,
             max_response_body=max_response_body,
@@ -87,34 +103,6 @@ class ShadowASGIMiddleware:
             headers=headers,
             deny_headers=deny_headers,
             forward_credentials=forward_credentials,
-        )
-        if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, (int, float)):
-            raise TypeError(f"drain_timeout must be a number of seconds, got {drain_timeout!r}")
-        if not drain_timeout >= 0:
-            raise ValueError(f"drain_timeout must be >= 0, got {drain_timeout!r}")
-        self.drain_timeout = float(drain_timeout)
-        run: Callable[[Request], Any]
-        if isinstance(candidate, str):
-            run = UrlCandidate(candidate, self.settings, timeout)
-        elif callable(candidate):
-            run = ASGICandidate(candidate, self.settings)
-        else:
-            raise TypeError(f"candidate must be an ASGI app or a base URL, got {candidate!r}")
-        self.shadow: Experiment = make_experiment(
-            app,
-            run,
-            name=name,
-            settings=self.settings,
-            options={
-                "sample": sample,
-                "sinks": sinks,
-                "compare": compare,
-                "timeout": timeout,
-                "max_concurrency": max_concurrency,
-                "max_queue": max_queue,
-                "enabled": enabled,
-                "key": key,
-            },
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,13 +119,7 @@ class ShadowASGIMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        rate = exp._rate
-        if rate is not None:  # a plain rate: decided before anything is built
-            if rate < 1.0 and (rate <= 0.0 or random.random() >= rate):
-                next(exp._skipped)
-                await self.app(scope, receive, send)
-                return
-        elif not exp._sampled_by_sampler((_request(scope, b"", self.settings),), {}):
+        if not self._sampled(lambda: _request(scope, b"", self.settings)):
             await self.app(scope, receive, send)
             return
         body, replay = await _read_body(scope, receive, self.settings.max_body)

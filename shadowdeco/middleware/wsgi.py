@@ -20,7 +20,6 @@ runs on shadowdeco's workers after the response, never delaying it.
 from __future__ import annotations
 
 import io
-import random
 import sys
 import time
 import urllib.parse
@@ -34,10 +33,9 @@ from ._http import (
     SHADOW_HEADER,
     BodyCollector,
     HttpResponse,
+    Mirror,
     Request,
     Settings,
-    UrlCandidate,
-    make_experiment,
 )
 
 __all__ = ["ShadowWSGIMiddleware"]
@@ -49,7 +47,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _SHADOW_ENVIRON_KEY = "HTTP_" + SHADOW_HEADER.upper().replace("-", "_")
 
 
-class ShadowWSGIMiddleware:
+class ShadowWSGIMiddleware(Mirror):
     """Mirror sampled requests of a WSGI ``app`` to ``candidate``.
 
     ``candidate`` is another WSGI app (run in this process, on shadowdeco's workers) or a
@@ -62,6 +60,8 @@ class ShadowWSGIMiddleware:
     and ``forward_credentials`` (send Authorization / Cookie to a URL candidate).
     ``.shadow`` is the :class:`~shadowdeco.Experiment`.
     """
+
+    app: WSGIApp
 
     def __init__(
         self,
@@ -85,8 +85,19 @@ class ShadowWSGIMiddleware:
         deny_headers: Iterable[str] = (),
         forward_credentials: bool = False,
     ) -> None:
-        self.app = app
-        self.settings = Settings(
+        self._setup(
+            app,
+            candidate,
+            WSGICandidate,
+            name=name,
+            sample=sample,
+            sinks=sinks,
+            compare=compare,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            enabled=enabled,
+            key=key,
             methods=methods,
             max_body=max_body,
             max_response_body=max_response_body,
@@ -94,29 +105,6 @@ class ShadowWSGIMiddleware:
             headers=headers,
             deny_headers=deny_headers,
             forward_credentials=forward_credentials,
-        )
-        run: Callable[[Request], HttpResponse]
-        if isinstance(candidate, str):
-            run = UrlCandidate(candidate, self.settings, timeout)
-        elif callable(candidate):
-            run = WSGICandidate(candidate, self.settings)
-        else:
-            raise TypeError(f"candidate must be a WSGI app or a base URL, got {candidate!r}")
-        self.shadow: Experiment = make_experiment(
-            app,
-            run,
-            name=name,
-            settings=self.settings,
-            options={
-                "sample": sample,
-                "sinks": sinks,
-                "compare": compare,
-                "timeout": timeout,
-                "max_concurrency": max_concurrency,
-                "max_queue": max_queue,
-                "enabled": enabled,
-                "key": key,
-            },
         )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -129,12 +117,7 @@ class ShadowWSGIMiddleware:
             or _SHADOW_ENVIRON_KEY in environ  # never mirror a mirror
         ):
             return self.app(environ, start_response)
-        rate = exp._rate
-        if rate is not None:  # a plain rate: decided before anything is built
-            if rate < 1.0 and (rate <= 0.0 or random.random() >= rate):
-                next(exp._skipped)
-                return self.app(environ, start_response)
-        elif not exp._sampled_by_sampler((_request(environ, method, b"", self.settings),), {}):
+        if not self._sampled(lambda: _request(environ, method, b"", self.settings)):
             return self.app(environ, start_response)
         body = _read_body(environ, self.settings.max_body)
         if isinstance(body, str):  # not mirrored; live gets the very same bytes
