@@ -9,6 +9,7 @@ sinks only with ``record_body=True``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -22,10 +23,12 @@ from typing import Any
 
 from .. import compare as _compare
 from .._experiment import Experiment, register
+from .._runner import Job
 
 __all__ = [
     "DEFAULT_METHODS",
     "HttpResponse",
+    "LiveResponse",
     "Mirror",
     "Request",
     "Settings",
@@ -51,6 +54,14 @@ _HOP_BY_HOP = frozenset(
 )
 CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 SHADOW_HEADER = "x-shadow-request"
+
+
+def first_header(
+    headers: Iterable[tuple[str, str]], name: str, default: str | None = None
+) -> str | None:
+    """The first value of header ``name`` in lower-cased ``headers``."""
+    name = name.lower()
+    return next((value for key, value in headers if key == name), default)
 
 
 class Request:
@@ -82,11 +93,7 @@ class Request:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (case-insensitive)."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return default
+        return first_header(self.headers, name, default)
 
     def to_dict(self) -> dict[str, Any]:
         """What the result records of the request (``inputs``): no body unless asked."""
@@ -132,11 +139,8 @@ class HttpResponse:
         self.record_body = record_body
 
     def header(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return default
+        """The first value of header ``name`` (case-insensitive)."""
+        return first_header(self.headers, name, default)
 
     def json(self) -> Any:
         """The body parsed as JSON, or raise ValueError (not JSON, or cut at the cap)."""
@@ -196,6 +200,43 @@ class BodyCollector:
             truncated=self.length > self.kept,
             record_body=settings.record_body,
         )
+
+
+class LiveResponse:
+    """Watches one live response go by and hands the finished pair to the runner exactly
+    once: :meth:`finish` when the response is complete (or failed), :meth:`abandon` when
+    the client went away before it was."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        job: Job,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._exp = exp
+        self._job = job
+        self._settings = settings
+        self._loop = loop
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = BodyCollector(settings.max_response_body)
+        self._finished = False
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if error is not None:
+            self._exp._submit(self._job, None, error, self._loop)
+        else:
+            response = self.body.response(self.status, self.headers, self._settings)
+            self._exp._submit(self._job, response, None, self._loop)
+
+    def abandon(self, reason: str) -> None:
+        if not self._finished:
+            self._finished = True
+            self._exp._abandon(self._job, reason)
 
 
 # --------------------------------------------------------------------------------------------

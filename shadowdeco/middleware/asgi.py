@@ -29,6 +29,7 @@ from ._http import (
     SHADOW_HEADER,
     BodyCollector,
     HttpResponse,
+    LiveResponse,
     Mirror,
     Request,
     Settings,
@@ -213,8 +214,8 @@ async def _read_body(scope: Scope, receive: Receive, max_body: int) -> tuple[byt
     return b"".join(m.get("body", b"") for m in messages), replay
 
 
-class _Response:
-    """Forwards each live message at once and hands the finished pair to the runner once."""
+class _Response(LiveResponse):
+    """Forwards each live message at once, then notes what it said."""
 
     def __init__(
         self,
@@ -224,15 +225,8 @@ class _Response:
         send: Send,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._exp = exp
-        self._job = job
-        self._settings = settings
+        super().__init__(exp, job, settings, loop)
         self._send = send
-        self._loop = loop
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.body = BodyCollector(settings.max_response_body)
-        self._finished = False
 
     async def send(self, message: Message) -> None:
         await self._send(message)  # first the client, then our bookkeeping
@@ -246,16 +240,6 @@ class _Response:
             self.body.add(message.get("body", b""))
             if not message.get("more_body", False):
                 self.finish(None)  # the response is complete: the app may still run on
-
-    def finish(self, error: BaseException | None) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if error is not None:
-            self._exp._submit(self._job, None, error, self._loop)
-        else:
-            response = self.body.response(self.status, self.headers, self._settings)
-            self._exp._submit(self._job, response, None, self._loop)
 
 
 class ASGICandidate:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import sys
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -33,6 +32,7 @@ from ._http import (
     SHADOW_HEADER,
     BodyCollector,
     HttpResponse,
+    LiveResponse,
     Mirror,
     Request,
     Settings,
@@ -242,21 +242,14 @@ class _Chained(io.RawIOBase):
         return line + bytes(self._rest.readline(-1 if size < 0 else size - len(line)))
 
 
-class _Response:
-    """Watches the live response go by and hands the finished pair to the runner once."""
+class _Response(LiveResponse):
+    """Observes ``start_response`` and the legacy ``write()`` path of the live app."""
 
     def __init__(
         self, exp: Experiment, job: Job, settings: Settings, start_response: StartResponse
     ) -> None:
-        self._exp = exp
-        self._job = job
-        self._settings = settings
+        super().__init__(exp, job, settings)
         self._start_response = start_response
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.body = BodyCollector(settings.max_response_body)
-        self._finished = False
-        self.started = time.perf_counter()
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
         self.status = int(status.split(" ", 1)[0])
@@ -268,21 +261,6 @@ class _Response:
             return write(data)
 
         return tee_write
-
-    def abandon(self, reason: str) -> None:
-        if not self._finished:
-            self._finished = True
-            self._exp._abandon(self._job, reason)
-
-    def finish(self, error: BaseException | None = None) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if error is not None:
-            self._exp._submit(self._job, None, error)
-        else:
-            response = self.body.response(self.status, self.headers, self._settings)
-            self._exp._submit(self._job, response, None)
 
 
 class _ClosingIterator:
