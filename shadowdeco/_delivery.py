@@ -140,15 +140,14 @@ def stop_worker(sink: object, timeout: float | None = 5.0) -> None:
         worker.stop(timeout)
 
 
-def stop_workers(timeout: float | None) -> list[object]:
-    """Stop every sink worker (after its queue drains); returns their sinks, to close."""
+def stop_workers(timeout: float | None) -> None:
+    """Stop every sink worker, each after its queue drains."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with _lock:
         workers = list(_workers.values())
         _workers.clear()
     for worker in workers:
         worker.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return [worker.sink for worker in workers]
 
 
 def reset_after_fork() -> None:

@@ -461,6 +461,7 @@ class Lane:
         return len(self.workers) + self.spawning
 
     def _take_queued_locked(self) -> list[Job]:
+        """Empty the queue (stop markers included); the jobs it held, uncounted from it."""
         jobs: list[Job] = []
         while True:
             try:
@@ -528,18 +529,8 @@ class Lane:
 
     def drain(self) -> list[Job]:
         """Every job not yet settled: queued, running, and async tasks'."""
-        jobs: list[Job] = []
-        while True:
-            try:
-                job = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                jobs.append(job)
-                with self.exp._lock:
-                    self.queued -= 1
-                    self.waiting -= 1
         with self.exp._lock:
+            jobs = self._take_queued_locked()
             jobs.extend(self.running)
         jobs.extend(self.tasks.values())
         return jobs
