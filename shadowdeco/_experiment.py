@@ -635,7 +635,7 @@ class Experiment:
                 skipped=_count_of(self._skipped),
                 emitted=self._emitted,
                 dropped=MappingProxyType(dropped),
-                in_flight=self._sampled - self._emitted - sum(dropped.values()),
+                in_flight=self._in_flight_locked(),
                 matched=self._matched,
                 mismatched=self._mismatched,
                 candidate_errors=self._candidate_errors,
