@@ -46,7 +46,7 @@ from . import _delivery, _result
 from . import compare as _compare
 from . import sampling as _sampling
 from ._delivery import stop_worker, stop_workers, worker_for
-from ._result import Observation, ShadowResult, error_of, to_jsonable
+from ._result import Observation, error_of, observation_of, result_of, to_jsonable
 from ._runner import (
     DONE,
     FAILED,
@@ -291,6 +291,7 @@ class Experiment:
 
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
+        self._waiting_for_settled = 0  # threads in _wait_settled: only they need a notify
         self._lane = Lane(self)
         self._closed = False
         self._started = False  # the emitter and sink threads, see _start_threads
@@ -526,16 +527,17 @@ class Experiment:
 
     def _drop_locked(self, reason: str) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
-        self._settled.notify_all()
+        if self._waiting_for_settled:
+            self._settled.notify_all()
 
     # -- the emitter thread: compare, build, sink ---------------------------------------------
 
     def _emit(self, job: Job, obs: Observation) -> None:
         duration = job.t1 - job.t0
         if job.live_error is None:
-            live = Observation("ok", job.live_value, None, duration)
+            live = observation_of("ok", job.live_value, None, duration)
         else:
-            live = Observation("error", None, job.live_error, duration)
+            live = observation_of("error", None, job.live_error, duration)
         match, score = None, None
         compare_failed = False
         if obs.status != "timeout":
@@ -543,7 +545,8 @@ class Experiment:
             compare_failed = outcome is FAILED
             if not compare_failed:
                 match, score = outcome
-        result = ShadowResult(
+        trace_id, span_id = job.trace or (None, None)
+        result = result_of(
             experiment=self.name,
             id=f"{random.getrandbits(128):032x}",  # uuid4's shape at a tenth of its cost
             started_at=time.time() - (time.perf_counter() - job.t0),
@@ -555,8 +558,8 @@ class Experiment:
             score=score,
             inputs=job.inputs,
             context=job.context,
-            trace_id=job.trace[0] if job.trace else None,
-            span_id=job.trace[1] if job.trace else None,
+            trace_id=trace_id,
+            span_id=span_id,
         )
         dropped_at = [
             worker.name
@@ -577,7 +580,8 @@ class Experiment:
             for name in dropped_at:
                 self._sink_drops[name] = self._sink_drops.get(name, 0) + 1
             self._compare_errors += compare_failed
-            self._settled.notify_all()
+            if self._waiting_for_settled:
+                self._settled.notify_all()
 
     def _sinks_now(self) -> tuple[Any, ...]:
         """This experiment's sinks (or the defaults as configured now), and any observers."""
@@ -656,17 +660,22 @@ class Experiment:
         loop would be blocked); ``await experiment.aflush()`` there instead.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while self._in_flight_locked() > 0:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._settled.wait(remaining)
+        if not self._wait_settled(timeout):
+            return False
         for sink in self._sinks_now():
             remaining = None if deadline is None else deadline - time.monotonic()
             if not worker_for(sink).wait_idle(remaining):
                 return False
         return self._flush_sinks(None if deadline is None else deadline - time.monotonic())
+
+    def _wait_settled(self, timeout: float | None) -> bool:
+        """Wait until nothing is in flight, not for the sinks; False past ``timeout``."""
+        with self._lock:
+            self._waiting_for_settled += 1
+            try:
+                return self._settled.wait_for(lambda: self._in_flight_locked() == 0, timeout)
+            finally:
+                self._waiting_for_settled -= 1
 
     async def aflush(self, timeout: float | None = 10.0) -> bool:
         """:meth:`flush` for async code: waits in a thread, so the loop keeps running."""
@@ -759,6 +768,7 @@ class Experiment:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
+        self._waiting_for_settled = 0
         self._lane.reset_after_fork()
         self._started = False  # the parent's threads did not come along
         self._generation += 1

@@ -102,6 +102,32 @@ class ShadowResult:
         }
 
 
+def _fast_init(cls: type[Any]) -> Callable[..., Any]:
+    """A positional constructor for one of the frozen classes above, for shadowdeco's own use.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; setting
+    the slots directly builds the same object in about a third of the time, which counts when
+    a result is built for every sampled call.  Every field must be passed, in order.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
+    body = "".join(f"    set_{name}(obj, {name})\n" for name in names)
+    # Generated, as dataclasses generate __init__: a loop over the fields costs as much as
+    # the frozen __init__ it replaces.
+    source = f"def make({', '.join(names)}):\n    obj = new(cls)\n{body}    return obj\n"
+    exec(source, namespace)  # noqa: S102 - the source is built from field names above
+    make: Callable[..., Any] = namespace["make"]
+    return make
+
+
+#: ``observation(status, value, error, duration)`` and ``result(experiment, id, ...every
+#: field in order)``: the fast constructors the runner uses.
+observation_of: Callable[[Status, Any, tuple[str, str] | None, float | None], Observation]
+observation_of = _fast_init(Observation)
+result_of: Callable[..., ShadowResult] = _fast_init(ShadowResult)
+
+
 def error_of(exc: BaseException) -> tuple[str, str]:
     """The ``(type, message)`` pair by which errors are recorded and compared."""
     cls = type(exc)

@@ -9,7 +9,8 @@ Threads:
 
 * one lane per experiment, up to ``max_concurrency`` worker threads, started lazily and ended
   after a while idle; a hung candidate keeps its thread (and its slot) until it really ends;
-* one timer thread that settles a job as ``timeout`` at its deadline (DESIGN I8);
+* one timer thread that settles a job as ``timeout`` at its deadline (DESIGN I8) and adds a
+  worker to a lane whose queue waits behind a stuck candidate;
 * one emitter thread that compares, builds the :class:`ShadowResult` and hands it to the sinks;
 * one background event loop thread for async candidates of sync live functions.
 """
@@ -17,12 +18,10 @@ Threads:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import heapq
 import inspect
-import itertools
 import logging
+import math
 import os
 import queue
 import sys
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 from opentelemetry import trace
 
 from ._pool import ProcessPool
-from ._result import Observation, error_of
+from ._result import Observation, error_of, observation_of
 
 if TYPE_CHECKING:
     from ._experiment import Experiment
@@ -49,6 +48,13 @@ _IN_SHADOW: contextvars.ContextVar[bool] = contextvars.ContextVar("shadowdeco_in
 
 # How long an idle lane worker waits for work before its thread ends (seconds).
 IDLE_EXIT: Final = 30.0
+
+# A lane adds worker threads while most of its candidate runs take this long (seconds), or
+# while one has been running for STUCK: ten switch intervals, so that a run which only lost
+# the GIL to other threads for a while does not look stuck.  See Lane.
+SLOW_JOB: Final = 100e-6
+STUCK: Final = 10 * sys.getswitchinterval()
+_ALPHA: Final = 1 / 16
 
 # Job states.  A job is settled exactly once (OPEN -> HANDED or DONE), which is what makes the
 # accounting exact when a worker, the timer and close() race for the same job.
@@ -156,6 +162,7 @@ class Job:
         "live_error",
         "live_value",
         "queue_s",
+        "started",
         "state",
         "t0",
         "t1",
@@ -183,6 +190,7 @@ class Job:
         self.live_error: tuple[str, str] | None = None
         self.state = OPEN
         self.queue_s: float | None = None
+        self.started = 0.0  # when a lane worker began the candidate call: perf_counter()
         self.cancel: Callable[[], object] | None = None
         # Filled in by Experiment._before_run, in the caller's context copy, before the
         # candidate can touch the inputs.
@@ -254,16 +262,31 @@ def call_timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
 def observation(outcome: tuple[str, Any, float]) -> Observation:
     status, payload, duration = outcome
     if status != "ok":
-        return Observation("error", None, payload, duration)
-    if asyncio.iscoroutine(payload):
+        return observation_of("error", None, payload, duration)
+    if _is_coroutine(payload):
         # A coroutine as the *value* (an async candidate returning one un-awaited): close it,
         # or it would warn "never awaited" wherever the result ends up.
         payload.close()
-        return Observation("error", None, _UNAWAITED, duration)
-    return Observation("ok", payload, None, duration)
+        return observation_of("error", None, _UNAWAITED, duration)
+    return observation_of("ok", payload, None, duration)
 
 
 _UNAWAITED: Final = ("TypeError", "the candidate returned a coroutine that was never awaited")
+
+# Types whose values were found not to be coroutines: asyncio.iscoroutine() walks an ABC
+# check for them on every call (about a microsecond).  Bounded, for types made on the fly.
+_NOT_COROUTINE: set[type] = set()
+
+
+def _is_coroutine(value: object) -> bool:
+    cls = type(value)
+    if cls in _NOT_COROUTINE:
+        return False
+    if asyncio.iscoroutine(value):
+        return True
+    if len(_NOT_COROUTINE) < 1024:
+        _NOT_COROUTINE.add(cls)
+    return False
 
 
 def run_in_thread(job: Job) -> Observation | None:
@@ -276,43 +299,44 @@ def run_in_thread(job: Job) -> Observation | None:
 
 
 def _run_in_context(job: Job) -> Observation | None:
-    with shadow_span(job) as span:
-        start = time.perf_counter()
-        try:
-            fn, args, kwargs = prepare_call(job)
-        except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
-            obs: Observation | None = Observation(
-                "error", None, error_of(exc), time.perf_counter() - start
-            )
-        else:
-            executor = job.exp._executor
-            if executor is not None:
-                obs = _run_in_executor(job, executor, fn, args, kwargs)
-            else:
-                outcome = call_timed(fn, args, kwargs)
-                if outcome[0] == "ok" and asyncio.iscoroutine(outcome[1]):
-                    # An async candidate of a sync live function: run it on the background
-                    # loop, holding this worker (so a concurrency slot) until it ends.
-                    obs = _run_on_background_loop(job, outcome[1])
-                else:
-                    obs = observation(outcome)
-        span.set_attribute("shadowdeco.candidate.status", obs.status if obs else "dropped")
+    span = candidate_span(job)
+    if span is None:
+        return _run_candidate(job)
+    with span as current:
+        obs = _run_candidate(job)
+        current.set_attribute("shadowdeco.candidate.status", obs.status if obs else "dropped")
         return obs
+
+
+def _run_candidate(job: Job) -> Observation | None:
+    start = time.perf_counter()
+    try:
+        fn, args, kwargs = prepare_call(job)
+    except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
+        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+    executor = job.exp._executor
+    if executor is not None:
+        return _run_in_executor(job, executor, fn, args, kwargs)
+    outcome = call_timed(fn, args, kwargs)
+    if outcome[0] == "ok" and _is_coroutine(outcome[1]):
+        # An async candidate of a sync live function: run it on the background loop,
+        # holding this worker (so a concurrency slot) until it ends.
+        return _run_on_background_loop(job, outcome[1])
+    return observation(outcome)
 
 
 _tracer = trace.get_tracer("shadowdeco")
 
 
-def shadow_span(job: Job) -> Any:
-    """The candidate's span: a child of the live call's span, marked as shadow (DESIGN I6).
+def candidate_span(job: Job) -> Any:
+    """The candidate's span, a child of the live call's span, marked as shadow (DESIGN I6);
+    None when the live call is not traced (a no-op span would still cost microseconds).
 
     Records the live span's ids on the job first: the result links to the live call.
     """
     live = trace.get_current_span().get_span_context()
     if not live.is_valid:
-        # The live call is not traced: no span to be a child of, and a no-op span would
-        # still cost several microseconds a call.
-        return contextlib.nullcontext(trace.INVALID_SPAN)
+        return None
     job.trace = (format(live.trace_id, "032x"), format(live.span_id, "016x"))
     return _tracer.start_as_current_span(
         f"shadow {job.exp.name}",
@@ -337,17 +361,17 @@ def _run_in_executor(
             return observation(executor.call(call_timed, fn, args, kwargs))
         except RuntimeError as exc:
             if isinstance(exc, BrokenExecutor):
-                return Observation("error", None, error_of(exc), time.perf_counter() - start)
+                return observation_of("error", None, error_of(exc), time.perf_counter() - start)
             return None  # the pool was shut down: the sample cannot run any more
         except BaseException as exc:  # noqa: BLE001 - an unpicklable candidate or inputs...
-            return Observation("error", None, error_of(exc), time.perf_counter() - start)
+            return observation_of("error", None, error_of(exc), time.perf_counter() - start)
     try:
         if isinstance(executor, ProcessPoolExecutor):
             future = executor.submit(call_timed, fn, args, kwargs)
         else:  # threads in this process: run in (a copy of) the caller's context (I6)
             future = executor.submit(contextvars.copy_context().run, call_timed, fn, args, kwargs)
     except BrokenExecutor as exc:  # a crashed pool: the candidate's failure, recorded
-        return Observation("error", None, error_of(exc), time.perf_counter() - start)
+        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
     except RuntimeError:
         # The pool was shut down, e.g. by concurrent.futures' own exit hook, which runs
         # before ours: the sample cannot run any more.
@@ -356,7 +380,7 @@ def _run_in_executor(
         job.cancel = future.cancel
         outcome = future.result()
     except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
-        return Observation("error", None, error_of(exc), time.perf_counter() - start)
+        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
     return observation(outcome)
 
 
@@ -367,7 +391,7 @@ def _run_on_background_loop(job: Job, coro: Coroutine[Any, Any, Any]) -> Observa
         job.cancel = future.cancel
         outcome = future.result()
     except BaseException as exc:  # noqa: BLE001 - cancelled at its timeout, or the loop died
-        return Observation("error", None, error_of(exc), time.perf_counter() - start)
+        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
     return observation((outcome[0], outcome[1], time.perf_counter() - start))
 
 
@@ -397,6 +421,14 @@ class Lane:
     ``waiting`` counts jobs admitted but not yet started (their live call may still run), and
     is bounded by ``max_queue``; at most ``max_concurrency`` threads run candidates.  All
     counters are guarded by the experiment's lock.
+
+    Threads are added only when they can help.  Under the GIL, several threads running fast
+    candidates only take turns and contend for locks (a trivial candidate ran 3x slower on four
+    threads than on one), so a lane runs one worker while its candidates are fast, and adds
+    workers up to ``max_concurrency`` while they are slow: most runs take :data:`SLOW_JOB` or
+    more (waiting on I/O, sleeping, or heavy), or one has been running for :data:`STUCK`
+    (hung).  Extra workers retire when the candidates are fast again and the
+    queue is empty.
     """
 
     def __init__(self, exp: Experiment) -> None:
@@ -408,6 +440,9 @@ class Lane:
         self.spawning = 0
         self.idle = 0
         self.running: set[Job] = set()
+        self.slow_share = 0.0  # a moving average of the runs that took SLOW_JOB or more
+        self.slow = False
+        self.watched = False  # the timer looks for a stuck worker while the queue waits
         self.tasks: dict[asyncio.Task[None], Job] = {}
         self.semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self.semaphores = weakref.WeakKeyDictionary()
@@ -415,7 +450,7 @@ class Lane:
     def put(self, job: Job) -> None:
         """Enqueue a job whose live call has ended (called on the live path)."""
         exp = self.exp
-        start = False
+        start = watch = False
         with exp._lock:
             closed = exp._closed  # set under this lock by close(), before it drains
             if closed:
@@ -424,14 +459,21 @@ class Lane:
                 self.queue.put(job)
                 self.queued += 1
                 if self.queued > self.idle and self.threads() < exp._max_concurrency:
-                    start = True
-                    self.idle += 1
-                    self.spawning += 1
+                    if self.slow or not self.threads():
+                        start = self._reserve_worker_locked()
+                    elif not self.watched:
+                        self.watched = watch = True
         if closed:
             exp._settle_drop(job, "shutdown")
-            return
-        if start:
+        elif start:
             self._start_worker()
+        elif watch:
+            timer.poke()
+
+    def _reserve_worker_locked(self) -> bool:
+        self.idle += 1
+        self.spawning += 1
+        return True
 
     def _start_worker(self) -> None:
         exp = self.exp
@@ -442,6 +484,7 @@ class Lane:
             ready.wait()
             self._work()
 
+        timer.add(self)
         thread = start_daemon(work, f"shadowdeco-{exp.name}")
         with exp._lock:
             self.spawning -= 1
@@ -473,23 +516,26 @@ class Lane:
                 self.waiting -= 1
                 jobs.append(job)
 
+    def _leave_locked(self) -> None:
+        self.workers.discard(threading.current_thread())
+        self.idle -= 1
+
     def _work(self) -> None:
         exp = self.exp
         lock = exp._lock
+        perf_counter = time.perf_counter
         while True:
             try:
                 job = self.queue.get(timeout=IDLE_EXIT)
             except queue.Empty:
                 with lock:
                     if self.queued == 0:
-                        self.workers.discard(threading.current_thread())
-                        self.idle -= 1
+                        self._leave_locked()
                         return
                 continue
             with lock:
                 if job is None:  # told to stop (close / shutdown)
-                    self.workers.discard(threading.current_thread())
-                    self.idle -= 1
+                    self._leave_locked()
                     return
                 self.queued -= 1
                 self.idle -= 1
@@ -497,11 +543,17 @@ class Lane:
                 if job.state != OPEN:  # settled while it waited (close)
                     self.idle += 1
                     continue
+                job.started = started = perf_counter()
                 self.running.add(job)
+            job.queue_s = started - job.t1
+            timeout = exp.timeout
+            if timeout is not None and started + timeout < timer.wake_at:
+                timer.poke()  # due before the timer's next look (it was idle)
+            retire = False
+            ran = math.inf  # a call that raised out of run_in_thread counts as slow
             try:
-                job.queue_s = time.perf_counter() - job.t1
-                timer.schedule(job)
                 obs = run_in_thread(job)
+                ran = perf_counter() - started
                 if obs is None:
                     exp._settle_drop(job, "shutdown")
                 else:
@@ -513,8 +565,58 @@ class Lane:
                 with lock:
                     self.running.discard(job)
                     self.idle += 1
+                    self._record_locked(ran)
+                    if not self.slow and self.queued == 0 and self.threads() > 1:
+                        retire = True
+                        self._leave_locked()
             # An idle worker must not keep the last job (its inputs, sinks, files) alive.
             del job
+            if retire:
+                return
+
+    def _record_locked(self, duration: float) -> None:
+        """Fold one candidate run into the share of slow runs, which says whether the lane's
+        candidates are slow."""
+        # A share rather than a mean: a fast run that lost the GIL to other threads midway
+        # takes as long as a slow one, and that happens to a few runs in a busy process.
+        slow = 1.0 if duration >= SLOW_JOB else 0.0
+        self.slow_share += (slow - self.slow_share) * _ALPHA
+        # Hysteresis: a lane near the threshold does not start and retire threads by turns.
+        self.slow = self.slow_share >= (0.25 if self.slow else 0.5)
+
+    def check(self, now: float) -> float:
+        """The timer's look at this lane: settle the running jobs past their deadline, start
+        a worker if the queue waits behind a stuck one; when to look again."""
+        exp = self.exp
+        timeout = exp.timeout
+        expired: list[Job] = []
+        next_at = math.inf
+        start = False
+        with exp._lock:
+            youngest = -math.inf  # the latest start among the running jobs
+            for job in self.running:
+                youngest = max(youngest, job.started)
+                if timeout is not None and job.state == OPEN:
+                    deadline = job.started + timeout
+                    if deadline <= now:
+                        expired.append(job)
+                    else:
+                        next_at = min(next_at, deadline)
+            if self.watched:
+                if self.queued <= self.idle or self.threads() >= exp._max_concurrency:
+                    self.watched = False
+                elif not self.running:  # every worker is idle: they take the queue
+                    next_at = min(next_at, now + STUCK)
+                elif self.slow or now - youngest >= STUCK:  # every running worker is stuck
+                    start = self._reserve_worker_locked()
+                    next_at = min(next_at, now + STUCK)  # does the queue still wait then?
+                else:
+                    next_at = min(next_at, youngest + STUCK)
+        for job in expired:
+            exp._settle_timeout(job, timeout)
+        if start:
+            self._start_worker()
+        return next_at
 
     def stop_threads(self) -> list[threading.Thread]:
         """Ask every worker to end (busy ones after their job); returns them, to join."""
@@ -540,6 +642,7 @@ class Lane:
         self.waiting = self.queued = self.idle = self.spawning = 0
         self.workers = set()
         self.running = set()
+        self.watched = False
         self.tasks = {}
         self.semaphores = weakref.WeakKeyDictionary()
 
@@ -585,9 +688,13 @@ async def _task_main(job: Job, lane: Lane) -> None:
 
 
 async def _run_task(job: Job, timeout: float | None) -> None:
-    with shadow_span(job) as span:
+    span = candidate_span(job)
+    if span is None:
         obs = await _await_candidate(job, timeout)
-        span.set_attribute("shadowdeco.candidate.status", obs.status if obs else "timeout")
+    else:
+        with span as current:
+            obs = await _await_candidate(job, timeout)
+            current.set_attribute("shadowdeco.candidate.status", obs.status if obs else "timeout")
     if obs is not None:
         job.exp._deliver(job, obs)
 
@@ -600,7 +707,7 @@ async def _await_candidate(job: Job, timeout: float | None) -> Observation | Non
         fn, args, kwargs = prepare_call(job)
         coro = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the candidate failed before it awaited
-        return Observation("error", None, error_of(exc), time.perf_counter() - start)
+        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
     inner = asyncio.ensure_future(contained(coro))
     try:
         done, _ = await asyncio.wait({inner}, timeout=timeout)
@@ -619,7 +726,7 @@ async def _await_candidate(job: Job, timeout: float | None) -> Observation | Non
         return None
     duration = time.perf_counter() - start
     if inner.cancelled():
-        return Observation("error", None, ("CancelledError", ""), duration)
+        return observation_of("error", None, ("CancelledError", ""), duration)
     status, payload = inner.result()
     return observation((status, payload, duration))
 
@@ -629,57 +736,57 @@ async def _await_candidate(job: Job, timeout: float | None) -> Observation | Non
 
 
 class _Timer:
-    """Settles running jobs as ``timeout`` at their deadline.
+    """Settles running jobs as ``timeout`` at their deadline, and starts a worker for a lane
+    whose queue waits behind a stuck one (see :class:`Lane`).
 
-    The heap holds jobs weakly: a job that finished is freed with its inputs at once, not at
-    its deadline, and nothing here keeps a user's objects alive (or unflushed) at exit.
+    Nothing is scheduled per job: the timer looks at the running jobs of the lanes it knows (a
+    few per lane) and sleeps until the earliest deadline.  A job that starts later under the
+    same timeout is due later, so a worker pokes the timer only when its job is due before
+    :attr:`wake_at`: when the timer was idle, or the timeout was shortened.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, weakref.ref[Job]]] = []
-        self._seq = itertools.count()
-        self._compact_at = 1024
+        self._lanes: weakref.WeakSet[Lane] = weakref.WeakSet()
+        #: When the timer looks next (perf_counter time); read by workers without the lock.
+        self.wake_at = math.inf
+        self._poked = False
         self._thread: threading.Thread | None = None
 
-    def schedule(self, job: Job) -> None:
-        timeout = job.exp.timeout
-        if timeout is None:
-            return
-        deadline = time.perf_counter() + timeout
+    def add(self, lane: Lane) -> None:
         with self._cond:
-            heap = self._heap
-            # Entries of finished jobs stay until their deadline; compact when they pile up
-            # (many fast calls under a long timeout) so memory stays bounded.
-            if len(heap) >= self._compact_at:
-                heap[:] = [entry for entry in heap if _is_open(entry[2]())]
-                heapq.heapify(heap)
-                self._compact_at = max(1024, 2 * len(heap))
-            heapq.heappush(heap, (deadline, next(self._seq), weakref.ref(job)))
+            self._lanes.add(lane)
+
+    def poke(self) -> None:
+        """Have the timer look again now (its thread starts on the first poke)."""
+        with self._cond:
+            self._poked = True
             if self._thread is None:
                 self._thread = start_daemon(self._run, "shadowdeco-timer")
-            elif heap[0][2]() is job:
-                self._cond.notify()
+            self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while True:
-                    now = time.perf_counter()
-                    if self._heap and self._heap[0][0] <= now:
-                        job = heapq.heappop(self._heap)[2]()
-                        break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
-            if job is not None and job.state == OPEN:
-                job.exp._settle_timeout(job, job.exp.timeout)
-            del job
+                # A worker starting a job from here on pokes (due before infinity), so a job
+                # the look below misses is looked at once more.
+                self.wake_at = math.inf
+                self._poked = False
+                lanes = list(self._lanes)
+            now = time.perf_counter()
+            next_at = min((lane.check(now) for lane in lanes), default=math.inf)
+            del lanes
+            with self._cond:
+                if self._poked:
+                    continue
+                self.wake_at = next_at
+                if next_at == math.inf:
+                    self._cond.wait()
+                else:
+                    self._cond.wait(max(0.0, next_at - time.perf_counter()))
 
     def reset_after_fork(self) -> None:
         self.__init__()  # type: ignore[misc]
-
-
-def _is_open(job: Job | None) -> bool:
-    return job is not None and job.state == OPEN
 
 
 timer = _Timer()

@@ -255,3 +255,81 @@ def test_a_hung_candidate_never_holds_up_the_caller(kind: str, mode: str) -> Non
         assert_adds_up(stats)
     finally:
         release.set()
+
+
+# --------------------------------------------------------------------------------------------
+# Worker threads follow the candidates: one while they are fast, up to the bound while slow
+
+
+def _shadow_thread(idents: set[int]) -> None:
+    idents.add(threading.get_ident())
+
+
+def test_fast_candidates_run_on_one_worker_thread_even_with_a_queue() -> None:
+    """More threads would only take turns for the GIL and contend for locks (3x slower)."""
+    idents: set[int] = set()
+
+    def candidate(x: int) -> int:
+        _shadow_thread(idents)
+        return x
+
+    @shadow(candidate=candidate, max_concurrency=4, max_queue=10_000, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    callers = [threading.Thread(target=lambda: [predict(i) for i in range(1500)]) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert predict.shadow.flush(20)
+    assert predict.shadow.stats().emitted == 3000
+    assert len(idents) == 1
+
+
+def test_blocked_candidates_get_every_worker_up_to_the_bound() -> None:
+    """Four candidates that can only finish together all run: stuck workers get company."""
+    barrier = threading.Barrier(4)
+
+    def candidate(x: int) -> int:
+        barrier.wait(20)  # raises BrokenBarrierError (a candidate error) unless 4 run at once
+        return x
+
+    @shadow(candidate=candidate, max_concurrency=4, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(4):
+        predict(i)
+    assert predict.shadow.flush(30)
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.candidate_errors, stats.matched) == (4, 0, 4)
+
+
+def test_slow_candidates_spread_over_workers_and_fast_ones_retire_them() -> None:
+    """Candidates that wait (I/O) run on several threads; when they turn fast, one is left."""
+    idents: set[int] = set()
+    io = threading.Event()
+
+    def waits(x: int) -> int:
+        _shadow_thread(idents)
+        io.wait(0.002)  # a call to another service: the thread waits, the GIL is free
+        return x
+
+    @shadow(candidate=waits, max_concurrency=4, max_queue=10_000, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(300):
+        predict(i)
+    assert predict.shadow.flush(30)
+    assert len(idents) > 1
+    lane = predict.shadow._lane
+    assert len(lane.workers) > 1
+
+    predict.shadow.candidate = lambda x: x
+    for i in range(200):  # one at a time: the queue is empty after each, so workers retire
+        predict(i)
+        assert predict.shadow.flush(10)
+    assert len(lane.workers) == 1
+    assert predict.shadow.stats().emitted == 500

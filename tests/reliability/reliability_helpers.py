@@ -21,8 +21,7 @@ def settle(exp: shadowdeco.Experiment, timeout: float = 20) -> shadowdeco.Stats:
 
 def wait_settled(exp: shadowdeco.Experiment, timeout: float = 20) -> shadowdeco.Stats:
     """Wait until nothing is in flight, without waiting on the sinks (one may be stuck)."""
-    with exp._settled:
-        assert exp._settled.wait_for(lambda: exp._in_flight_locked() == 0, timeout)
+    assert exp._wait_settled(timeout), exp.stats()
     return adds_up(exp.stats())
 
 
