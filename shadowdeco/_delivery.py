@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._result import ShadowResult
-from ._runner import FAILED, guard, start_daemon
+from ._runner import FAILED, guard, next_item, start_daemon
 from .sinks import as_emit
 
 if TYPE_CHECKING:
@@ -50,14 +50,16 @@ class SinkWorker:
         self._emit = as_emit(sink)
         self._queue: queue.SimpleQueue[tuple[Experiment, ShadowResult] | None]
         self._queue = queue.SimpleQueue()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # the counters below; taken directly on the hot path
+        self._idle = threading.Condition(self._lock)  # notified only when wait_idle waits
+        self._waiting_idle = 0
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._warned = False
 
     def offer(self, exp: Experiment, result: ShadowResult) -> bool:
         """Queue a result for the sink; False (and nothing queued) when it is too far behind."""
-        with self._cond:
+        with self._lock:
             if self._pending >= max_pending:
                 if not self._warned:  # once per burst: the sink is falling behind
                     self._warned = True
@@ -66,7 +68,7 @@ class SinkWorker:
                     )
                 return False
             self._pending += 1
-        if not self.ensure_started():
+        if self._thread is None and not self.ensure_started():
             # At interpreter exit with no thread for this sink yet: deliver right here.
             self._deliver(exp, result)
             return True
@@ -74,14 +76,14 @@ class SinkWorker:
         return True
 
     def ensure_started(self) -> bool:
-        with self._cond:
+        with self._lock:
             if self._thread is None:
                 self._thread = start_daemon(self._run, f"shadowdeco-sink-{self.name}")
             return self._thread is not None
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            item = next_item(self._queue)
             if item is None:
                 return
             self._deliver(*item)
@@ -90,23 +92,22 @@ class SinkWorker:
     def _deliver(self, exp: Experiment, result: ShadowResult) -> None:
         if guard("sink", exp.name, self._emit, result) is FAILED:
             exp._count_sink_error()
-        with self._cond:
+        with self._lock:
             self._pending -= 1
             if self._pending == 0:
                 self._warned = False  # caught up: the next fall-behind is a new burst
-                self._cond.notify_all()
+                if self._waiting_idle:
+                    self._idle.notify_all()
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until every queued result was handed to the sink."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         own = 1 if self._thread is threading.current_thread() else 0  # its own delivery
-        with self._cond:
-            while self._pending > own:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
+        with self._idle:
+            self._waiting_idle += 1
+            try:
+                return self._idle.wait_for(lambda: self._pending <= own, timeout)
+            finally:
+                self._waiting_idle -= 1
 
     def stop(self, timeout: float | None) -> None:
         """End the thread after what is queued (joined up to ``timeout``)."""

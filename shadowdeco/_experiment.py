@@ -289,7 +289,8 @@ class Experiment:
             raise TypeError(f"executor must be a concurrent.futures.Executor, got {executor!r}")
         self._executor = executor
 
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # counters and state of the background (see Lane)
+        self._live_lock = threading.Lock()  # the live path's own: sampled, the queue bound
         self._settled = threading.Condition(self._lock)
         self._waiting_for_settled = 0  # threads in _wait_settled: only they need a notify
         self._lane = Lane(self)
@@ -302,7 +303,8 @@ class Experiment:
         self._refresh()
 
     def _reset_counters(self) -> None:
-        self._sampled = 0
+        self._sampled = 0  # under the live lock, as is the lane's admitted count
+        self._queue_full = 0  # under the live lock
         self._skipped = itertools.count()  # next() is atomic under the GIL: no lock on skip
         self._emitted = 0
         self._dropped: dict[str, int] = {}
@@ -381,8 +383,9 @@ class Experiment:
 
     def _drop_sampled(self, reason: str) -> None:
         """A sampled call that cannot be shadowed at all (e.g. body_too_large): count it."""
-        with self._lock:
+        with self._live_lock:
             self._sampled += 1
+        with self._lock:
             self._drop_locked(reason)
 
     def _sampled_by_sampler(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -406,18 +409,18 @@ class Experiment:
         copy (counted as a drop either way).
         """
         lane = self._lane
-        with self._lock:
+        with self._live_lock:  # never held by a background thread: no waiting on one here
             self._sampled += 1
-            if lane.waiting >= self.max_queue:
-                self._dropped["queue_full"] = self._dropped.get("queue_full", 0) + 1
+            if lane.admitted - lane.left >= self.max_queue:
+                self._queue_full += 1
                 return None
-            lane.waiting += 1
+            lane.admitted += 1
         try:
             snap_args, snap_kwargs = _snapshot(self._copier, args, kwargs)
         except Exception:  # noqa: BLE001 - an uncopyable argument: count it, serve live
             log_failure("copying the inputs (call not shadowed)", self.name)
             with self._lock:
-                lane.waiting -= 1
+                lane.left += 1
                 self._drop_locked("copy_failed")
             return None
         job = Job(self, instance, snap_args, snap_kwargs, contextvars.copy_context())
@@ -444,7 +447,7 @@ class Experiment:
             job.live_error = error_of(error)
         if self._closed:
             with self._lock:
-                self._lane.waiting -= 1
+                self._lane.left += 1
             self._settle_drop(job, "shutdown")
         elif loop is not None and self._executor is None and self._async_candidate(job):
             start_task(job, loop)
@@ -468,7 +471,7 @@ class Experiment:
         """An admitted call whose live part never completed (a client gone mid-response):
         not shadowed, counted as a drop with ``reason``."""
         with self._lock:
-            self._lane.waiting -= 1
+            self._lane.left += 1
         self._settle_drop(job, reason)
 
     def _inline_timeout(self) -> float:
@@ -633,13 +636,17 @@ class Experiment:
     def stats(self) -> Stats:
         """A consistent snapshot: ``sampled == emitted + sum(dropped) + in_flight``."""
         with self._lock:
+            with self._live_lock:
+                sampled, queue_full = self._sampled, self._queue_full
             dropped = dict(self._dropped)
+            if queue_full:
+                dropped["queue_full"] = queue_full
             return Stats(
-                sampled=self._sampled,
+                sampled=sampled,
                 skipped=_count_of(self._skipped),
                 emitted=self._emitted,
                 dropped=MappingProxyType(dropped),
-                in_flight=self._in_flight_locked(),
+                in_flight=sampled - self._emitted - sum(dropped.values()),
                 matched=self._matched,
                 mismatched=self._mismatched,
                 candidate_errors=self._candidate_errors,
@@ -651,7 +658,9 @@ class Experiment:
             )
 
     def _in_flight_locked(self) -> int:
-        return self._sampled - self._emitted - sum(self._dropped.values())
+        with self._live_lock:
+            sampled, queue_full = self._sampled, self._queue_full
+        return sampled - queue_full - self._emitted - sum(self._dropped.values())
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until nothing is in flight; True if that happened within ``timeout`` seconds.
@@ -767,6 +776,7 @@ class Experiment:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._live_lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
         self._waiting_for_settled = 0
         self._lane.reset_after_fork()

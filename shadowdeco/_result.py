@@ -19,6 +19,7 @@ import datetime as _dt
 import decimal
 import enum
 import fractions
+import json
 import math
 import pathlib
 import uuid
@@ -83,12 +84,11 @@ class ShadowResult:
 
     def to_dict(self, serializer: Serializer | None = None) -> dict[str, Any]:
         """The versioned JSON-ready shape (``"v": 1``) shared by every sink and the report."""
-        started = _dt.datetime.fromtimestamp(self.started_at, tz=_dt.timezone.utc)
         return {
             "v": SCHEMA_VERSION,
             "experiment": self.experiment,
             "id": self.id,
-            "started_at": started.isoformat(),
+            "started_at": iso_utc(self.started_at),
             "key": _serialize(self.key, serializer),
             "live": self.live.to_dict(serializer),
             "candidate": self.candidate.to_dict(serializer),
@@ -100,6 +100,118 @@ class ShadowResult:
             "trace_id": self.trace_id,
             "span_id": self.span_id,
         }
+
+    def to_json(self, serializer: Serializer | None = None) -> str:
+        """:meth:`to_dict` as compact JSON text (UTF-8 ready, no NaN), for sinks that write
+        lines or messages: the same text as ``json.dumps(result.to_dict(),
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False)``, several times faster.
+
+        Raises what ``json.dumps`` would (``ValueError``, ``TypeError``) when the serializer
+        returns something JSON cannot hold.
+        """
+        live, cand = self.live, self.candidate
+        return (
+            f'{{"v":{SCHEMA_VERSION},"experiment":{_json_str(self.experiment)},'
+            f'"id":{_json_str(self.id)},"started_at":"{iso_utc(self.started_at)}",'
+            f'"key":{_json_value(self.key, serializer)},'
+            f'"live":{_json_observation(live, serializer)},'
+            f'"candidate":{_json_observation(cand, serializer)},'
+            f'"queue_s":{_json_number(self.queue_s)},"match":{_json_plain(self.match)},'
+            f'"score":{_json_score(self.score)},'
+            f'"inputs":{_json_mapping(self.inputs, serializer)},'
+            f'"context":{_json_mapping(self.context, serializer)},'
+            f'"trace_id":{_json_plain(self.trace_id)},"span_id":{_json_plain(self.span_id)}}}'
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# JSON text without the intermediate dict: ShadowResult.to_json()
+
+# The pieces json.dumps(..., separators=(",", ":"), ensure_ascii=False, allow_nan=False) is
+# made of, so that to_json() writes the very same text: the C string escaper, int and float
+# repr, and one reusable encoder for nested values.
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
+_json_any = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_LITERALS: dict[Any, str] = {None: "null", True: "true", False: "false"}
+
+
+def _json_plain(value: Any) -> str:
+    """A field to_dict() passes through as it is (None, a bool, a string)."""
+    if value is None or value is True or value is False:
+        return _LITERALS[value]
+    if type(value) is str:
+        return _json_str(value)
+    return _json_any(value)
+
+
+def _json_number(value: Any) -> str:
+    """A duration: a float, or None."""
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _json_plain(value)
+
+
+def _json_score(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _json_plain(_finite_or_str(value))
+
+
+def _json_value(value: Any, serializer: Serializer | None) -> str:
+    """A user value: through the serializer, as to_dict() does, with the common plain types
+    written directly when the serializer is the default one (which returns them unchanged)."""
+    if serializer is None and default_serializer[0] is to_jsonable:
+        cls = type(value)
+        if cls is str:
+            return _json_str(value)
+        if cls is int:
+            return int.__repr__(value)
+        if cls is float:
+            converted = _finite_or_str(value)
+            return _json_str(converted) if type(converted) is str else float.__repr__(value)
+        if value is None or cls is bool:
+            return _LITERALS[value]
+    return _json_any(_serialize(value, serializer))
+
+
+def _json_mapping(value: Mapping[str, Any] | None, serializer: Serializer | None) -> str:
+    if value is None:
+        return "null"
+    return _json_any(_serialize(dict(value), serializer))
+
+
+def _json_observation(obs: Observation, serializer: Serializer | None) -> str:
+    error = obs.error
+    if error is None:
+        error_text = "null"
+    else:
+        error_text = f'{{"type":{_json_plain(error[0])},"message":{_json_plain(error[1])}}}'
+    return (
+        f'{{"status":{_json_plain(obs.status)},"value":{_json_value(obs.value, serializer)},'
+        f'"error":{error_text},"duration_s":{_json_number(obs.duration)}}}'
+    )
+
+
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def iso_utc(timestamp: float) -> str:
+    """``datetime.fromtimestamp(timestamp, timezone.utc).isoformat()``, at a fifth of the cost:
+    the text of the second is kept, and only the microseconds are formatted per call."""
+    global _second
+    # Rounded as datetime rounds (half to even, to the microsecond), carrying into the second.
+    fraction, whole = math.modf(timestamp)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:
+        whole, micro = whole - 1, micro + 1_000_000
+    second, text = _second
+    if second != whole:
+        second = int(whole)
+        text = _dt.datetime.fromtimestamp(second, tz=_dt.timezone.utc).isoformat()[:-6]
+        _second = (second, text)  # one tuple store: threads see the old pair or the new one
+    return f"{text}.{micro:06d}+00:00" if micro else f"{text}+00:00"
 
 
 def _fast_init(cls: type[Any]) -> Callable[..., Any]:

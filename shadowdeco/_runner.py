@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from opentelemetry import trace
 
@@ -44,10 +44,16 @@ __all__ = ["FAILED", "Args", "Job", "Lane", "guard", "in_shadow", "log_failure"]
 
 log = logging.getLogger("shadowdeco")
 
+T = TypeVar("T")
+
 _IN_SHADOW: contextvars.ContextVar[bool] = contextvars.ContextVar("shadowdeco_in_shadow")
 
 # How long an idle lane worker waits for work before its thread ends (seconds).
 IDLE_EXIT: Final = 30.0
+
+# How long a background thread that emptied its queue waits before it blocks on it (seconds):
+# see next_item().  A result reaches its sinks at most this much later.
+LINGER: Final = 0.001
 
 # A lane adds worker threads while most of its candidate runs take this long (seconds), or
 # while one has been running for STUCK: ten switch intervals, so that a run which only lost
@@ -118,6 +124,21 @@ def start_daemon(target: Callable[[], None], name: str) -> threading.Thread | No
     except RuntimeError:  # "can't create new thread at interpreter shutdown"
         return None
     return thread
+
+
+def next_item(items: queue.SimpleQueue[T], timeout: float | None = None) -> T:
+    """The next item of ``items``: at once if one waits; else after :data:`LINGER`, blocking
+    up to ``timeout`` (``queue.Empty`` past it).
+
+    This keeps the background cheap under load.  A thread blocked on an empty queue is woken,
+    and takes the GIL from the caller, for every item put: two context switches per result.
+    One that lingers a moment finds the items of a burst waiting and takes them in one turn.
+    """
+    try:
+        return items.get_nowait()
+    except queue.Empty:
+        time.sleep(LINGER)
+        return items.get(timeout=timeout)
 
 
 def in_shadow() -> bool:
@@ -418,27 +439,35 @@ async def contained(coro: Coroutine[Any, Any, Any]) -> tuple[str, Any]:
 class Lane:
     """An experiment's bounded share of the worker pool.
 
-    ``waiting`` counts jobs admitted but not yet started (their live call may still run), and
-    is bounded by ``max_queue``; at most ``max_concurrency`` threads run candidates.  All
-    counters are guarded by the experiment's lock.
+    **The live path takes no lock the background holds.**  A caller that waited for a lock
+    held by a worker which had lost the GIL would wait for that worker's next turn: the
+    convoy made 1.5 context switches per result and long live-latency tails.  So callers
+    only put into the queue and read counters (single reads are atomic under the GIL); the
+    bound on waiting jobs is kept by the experiment's live lock, which only callers take;
+    everything else is under the experiment's lock, on background threads.  Where a caller
+    and a worker race (a worker leaving as a job arrives; the timer ending its watch as the
+    queue grows), each writes first and reads the other's state second, so one of them sees
+    the other.
+
+    ``admitted - left`` jobs wait (admitted, not yet started; their live call may still run),
+    at most ``max_queue``; at most ``max_concurrency`` threads run candidates.
 
     Threads are added only when they can help.  Under the GIL, several threads running fast
     candidates only take turns and contend for locks (a trivial candidate ran 3x slower on four
     threads than on one), so a lane runs one worker while its candidates are fast, and adds
     workers up to ``max_concurrency`` while they are slow: most runs take :data:`SLOW_JOB` or
     more (waiting on I/O, sleeping, or heavy), or one has been running for :data:`STUCK`
-    (hung).  Extra workers retire when the candidates are fast again and the
-    queue is empty.
+    (hung).  Extra workers retire when the candidates are fast again and the queue is empty.
     """
 
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self.waiting = 0
-        self.queued = 0
+        self.admitted = 0  # under the experiment's live lock
+        self.left = 0  # admitted jobs that no longer wait: under the experiment's lock
         self.workers: set[threading.Thread] = set()
         self.spawning = 0
-        self.idle = 0
+        self.idle = 0  # workers waiting for a job, or being started to take one
         self.running: set[Job] = set()
         self.slow_share = 0.0  # a moving average of the runs that took SLOW_JOB or more
         self.slow = False
@@ -447,33 +476,42 @@ class Lane:
         self.semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self.semaphores = weakref.WeakKeyDictionary()
 
-    def put(self, job: Job) -> None:
-        """Enqueue a job whose live call has ended (called on the live path)."""
-        exp = self.exp
-        start = watch = False
-        with exp._lock:
-            closed = exp._closed  # set under this lock by close(), before it drains
-            if closed:
-                self.waiting -= 1
-            else:
-                self.queue.put(job)
-                self.queued += 1
-                if self.queued > self.idle and self.threads() < exp._max_concurrency:
-                    if self.slow or not self.threads():
-                        start = self._reserve_worker_locked()
-                    elif not self.watched:
-                        self.watched = watch = True
-        if closed:
-            exp._settle_drop(job, "shutdown")
-        elif start:
-            self._start_worker()
-        elif watch:
-            timer.poke()
+    @property
+    def waiting(self) -> int:
+        """Jobs admitted and not yet started (a moment's view)."""
+        return self.admitted - self.left
 
-    def _reserve_worker_locked(self) -> bool:
+    def put(self, job: Job) -> None:
+        """Enqueue a job whose live call has ended (called on the live path: no lock)."""
+        exp = self.exp
+        self.queue.put(job)
+        if exp._closed:  # close() may have drained the queue already: settle what is in it
+            self.drop_queued("shutdown")
+        elif self.queue.qsize() > self.idle and self.threads() < exp._max_concurrency:
+            if self.slow or not self.threads():
+                self._grow()
+            elif not self.watched:
+                self.watched = True
+                timer.poke()
+
+    def _grow(self) -> None:
+        """Start a worker if one is still wanted (looked at again under the lock)."""
+        exp = self.exp
+        with exp._lock:
+            start = (
+                not exp._closed
+                and self.queue.qsize() > self.idle
+                and self.threads() < exp._max_concurrency
+                and (self.slow or not self.threads())
+            )
+            if start:
+                self._reserve_worker_locked()
+        if start:
+            self._start_worker()
+
+    def _reserve_worker_locked(self) -> None:
         self.idle += 1
         self.spawning += 1
-        return True
 
     def _start_worker(self) -> None:
         exp = self.exp
@@ -500,11 +538,11 @@ class Lane:
             exp._settle_drop(job, "shutdown")
 
     def threads(self) -> int:
-        """Worker threads running or being started (under the experiment's lock)."""
+        """Worker threads running or being started."""
         return len(self.workers) + self.spawning
 
     def _take_queued_locked(self) -> list[Job]:
-        """Empty the queue (stop markers included); the jobs it held, uncounted from it."""
+        """Empty the queue (stop markers included); the jobs it held, no longer waiting."""
         jobs: list[Job] = []
         while True:
             try:
@@ -512,13 +550,26 @@ class Lane:
             except queue.Empty:
                 return jobs
             if job is not None:
-                self.queued -= 1
-                self.waiting -= 1
+                self.left += 1
                 jobs.append(job)
 
-    def _leave_locked(self) -> None:
-        self.workers.discard(threading.current_thread())
+    def drop_queued(self, reason: str) -> None:
+        with self.exp._lock:
+            jobs = self._take_queued_locked()
+        for job in jobs:
+            self.exp._settle_drop(job, reason)
+
+    def _leave_locked(self, *, stopping: bool = False) -> bool:
+        """Take this worker off the lane; False (it stays) when a job arrived that no other
+        worker is there to take: its caller saw this worker and counted on it."""
+        me = threading.current_thread()
+        self.workers.discard(me)
         self.idle -= 1
+        if not stopping and self.queue.qsize() and not self.threads():
+            self.workers.add(me)
+            self.idle += 1
+            return False
+        return True
 
     def _work(self) -> None:
         exp = self.exp
@@ -526,20 +577,18 @@ class Lane:
         perf_counter = time.perf_counter
         while True:
             try:
-                job = self.queue.get(timeout=IDLE_EXIT)
+                job = next_item(self.queue, IDLE_EXIT)
             except queue.Empty:
                 with lock:
-                    if self.queued == 0:
-                        self._leave_locked()
+                    if not self.queue.qsize() and self._leave_locked():
                         return
                 continue
             with lock:
                 if job is None:  # told to stop (close / shutdown)
-                    self._leave_locked()
+                    self._leave_locked(stopping=True)
                     return
-                self.queued -= 1
                 self.idle -= 1
-                self.waiting -= 1
+                self.left += 1
                 if job.state != OPEN:  # settled while it waited (close)
                     self.idle += 1
                     continue
@@ -566,9 +615,8 @@ class Lane:
                     self.running.discard(job)
                     self.idle += 1
                     self._record_locked(ran)
-                    if not self.slow and self.queued == 0 and self.threads() > 1:
-                        retire = True
-                        self._leave_locked()
+                    if not self.slow and not self.queue.qsize() and self.threads() > 1:
+                        retire = self._leave_locked()
             # An idle worker must not keep the last job (its inputs, sinks, files) alive.
             del job
             if retire:
@@ -603,12 +651,18 @@ class Lane:
                     else:
                         next_at = min(next_at, deadline)
             if self.watched:
-                if self.queued <= self.idle or self.threads() >= exp._max_concurrency:
+                if not self._backlog_locked():
                     self.watched = False
+                    # A caller that saw the flag still set did not poke: look at the queue
+                    # once more now that it is cleared (the caller put before it looked).
+                    self.watched = self._backlog_locked()
+                    if self.watched:
+                        next_at = min(next_at, now + STUCK)
                 elif not self.running:  # every worker is idle: they take the queue
                     next_at = min(next_at, now + STUCK)
                 elif self.slow or now - youngest >= STUCK:  # every running worker is stuck
-                    start = self._reserve_worker_locked()
+                    self._reserve_worker_locked()
+                    start = True
                     next_at = min(next_at, now + STUCK)  # does the queue still wait then?
                 else:
                     next_at = min(next_at, youngest + STUCK)
@@ -617,6 +671,10 @@ class Lane:
         if start:
             self._start_worker()
         return next_at
+
+    def _backlog_locked(self) -> bool:
+        """Jobs wait that no idle worker will take, and the lane may grow."""
+        return self.queue.qsize() > self.idle and self.threads() < self.exp._max_concurrency
 
     def stop_threads(self) -> list[threading.Thread]:
         """Ask every worker to end (busy ones after their job); returns them, to join."""
@@ -639,7 +697,7 @@ class Lane:
 
     def reset_after_fork(self) -> None:
         self.queue = queue.SimpleQueue()
-        self.waiting = self.queued = self.idle = self.spawning = 0
+        self.admitted = self.left = self.idle = self.spawning = 0
         self.workers = set()
         self.running = set()
         self.watched = False
@@ -671,7 +729,7 @@ async def _task_main(job: Job, lane: Lane) -> None:
     try:
         async with semaphore:
             with exp._lock:
-                lane.waiting -= 1
+                lane.left += 1
                 waiting = False
                 if job.state != OPEN:
                     return
@@ -680,7 +738,7 @@ async def _task_main(job: Job, lane: Lane) -> None:
     except asyncio.CancelledError:
         if waiting:  # cancelled in the queue: give its place back
             with exp._lock:
-                lane.waiting -= 1
+                lane.left += 1
         # Not our own cancellation (that one is caught in _run_task): the loop is closing
         # under us, e.g. asyncio.run() cancelling what is left.  Count it, then let it go.
         exp._settle_drop(job, "loop_closed")

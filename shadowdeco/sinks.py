@@ -327,19 +327,26 @@ class JsonLines:
 
     def _encode(self, result: ShadowResult) -> bytes:
         try:
+            text = result.to_json(self.serializer)
+        except Exception:  # noqa: BLE001 - the slow path below says what went wrong
+            text = self._encode_with_care(result)
+        # Lone surrogates cannot be UTF-8: "\udxxx" keeps them, as the JSON escape they are.
+        return (text + "\n").encode("utf-8", "backslashreplace")
+
+    def _encode_with_care(self, result: ShadowResult) -> str:
+        """The line for a result :meth:`ShadowResult.to_json` could not write."""
+        try:
             record = result.to_dict(self.serializer)
         except Exception as exc:  # noqa: BLE001 - a broken result still leaves a line
             record = _error_record(result, exc)
         try:
-            text = _dumps(record)
+            return _dumps(record)
         except Exception as exc:  # noqa: BLE001 - the serializer returned what JSON cannot hold
             try:
                 # Convert the rest the default way, and say why the line looks different.
-                text = _dumps({**to_jsonable(record), "$error": _describe(exc)})
+                return _dumps({**to_jsonable(record), "$error": _describe(exc)})
             except Exception as again:  # noqa: BLE001 - never lose the line silently
-                text = _dumps(_error_record(result, again))
-        # Lone surrogates cannot be UTF-8: "\udxxx" keeps them, as the JSON escape they are.
-        return (text + "\n").encode("utf-8", "backslashreplace")
+                return _dumps(_error_record(result, again))
 
     # -- the file (every method below runs with the lock held) ---------------------------------
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import shadowdeco
 from shadowdeco import Observation, ShadowResult, shadow, sinks, to_jsonable
@@ -198,3 +200,75 @@ def test_a_float_comparator_gives_a_score() -> None:
     predict.shadow.flush(10)
     (result,) = memory.results
     assert (result.match, result.score) == (None, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# to_json(): the text of json.dumps(to_dict()), written without the dict
+
+
+def _dumps(record: Any) -> str:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_floats = st.floats(allow_nan=True, allow_infinity=True)
+_plain = st.none() | st.booleans() | st.integers() | _floats | st.text()
+_values = st.recursive(
+    _plain | st.binary(max_size=8) | st.sets(st.integers(), max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+_errors = st.none() | st.tuples(st.text(), st.text())
+_observations = st.builds(
+    Observation,
+    status=st.sampled_from(["ok", "error", "timeout"]),
+    value=_values,
+    error=_errors,
+    duration=st.none() | st.floats(min_value=0, max_value=1e6),
+)
+_results = st.builds(
+    ShadowResult,
+    experiment=st.text(min_size=1),
+    id=st.text(),
+    started_at=st.floats(min_value=0, max_value=4e9),
+    key=_values,
+    live=_observations,
+    candidate=_observations,
+    queue_s=st.none() | st.floats(min_value=0, max_value=1e3),
+    match=st.none() | st.booleans(),
+    score=st.none() | _floats,
+    inputs=st.none() | st.dictionaries(st.text(max_size=5), _values, max_size=3),
+    context=st.none() | st.dictionaries(st.text(max_size=5), _values, max_size=3),
+    trace_id=st.none() | st.text(),
+    span_id=st.none() | st.text(),
+)
+
+
+@given(_results)
+def test_to_json_is_the_text_of_to_dict(result: ShadowResult) -> None:
+    """Byte for byte what json.dumps writes for to_dict(), whatever the values."""
+    assert result.to_json() == _dumps(result.to_dict())
+
+
+@given(_results)
+def test_to_json_uses_a_custom_serializer_as_to_dict_does(result: ShadowResult) -> None:
+    def redact(value: Any) -> Any:
+        return "<redacted>" if isinstance(value, str) else to_jsonable(value)
+
+    assert result.to_json(redact) == _dumps(result.to_dict(redact))
+
+
+@given(st.floats(min_value=0, max_value=4e9) | st.integers(min_value=0, max_value=4_000_000_000))
+def test_started_at_is_written_as_datetime_writes_it(timestamp: float) -> None:
+    """The cached-second formatting rounds and carries as datetime does."""
+    text = make_result(started_at=timestamp).to_dict()["started_at"]
+    assert text == dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).isoformat()
+
+
+@pytest.mark.parametrize("bad", [math.nan, object()])
+def test_to_json_raises_what_json_dumps_raises(bad: Any) -> None:
+    """A serializer returning what JSON cannot hold fails the same way in both."""
+    result = make_result(key="k")
+    with pytest.raises((ValueError, TypeError)) as direct:
+        _dumps(result.to_dict(lambda v: bad))
+    with pytest.raises(type(direct.value)):
+        result.to_json(lambda v: bad)
