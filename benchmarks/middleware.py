@@ -10,8 +10,14 @@ tiny dense network in pure Python (~1 ms of CPU with the framework).  It is serv
 * by **gunicorn** (Flask, 2 sync workers) and by **uvicorn** (FastAPI, 1 worker);
 * **without** the middleware, and **with** it at 0 %, 10 % and 100 % sampling, the candidate an
   in-process copy of the same app (so every mirror costs the same CPU again, on the same
-  machine); and once at 100 % with a **URL candidate**: the plain app served by a second server
-  of the same kind (2 gunicorn workers, or 1 uvicorn) in its own processes.
+  machine); and at 10 % and 100 % with a **URL candidate**: the plain app served by a second
+  server of the same kind (2 gunicorn workers, or 1 uvicorn) in its own processes.
+
+The budget's verdict (DESIGN.md: ≥ 0.9x the throughput at 10 %) is taken with the URL
+candidate, as mirroring is deployed: the live server then pays only for the middleware.  With
+an in-process copy of the app as the candidate, 10 % sampling adds a tenth of the app's own work
+to the live server, so 1/1.1 = 0.91x is the ceiling whatever the middleware costs; that row is
+printed beside the verdict, for reading.
 
 Every sampled request is recorded by a ``sinks.JsonLines`` sink in a temporary directory, as a
 real deployment would.  All the servers are started at once by this script and stay up for the
@@ -89,6 +95,7 @@ def configs() -> list[Config]:
             Config(server, "without middleware", "off"),
             Config(server, "middleware, 0 %", "0"),
             Config(server, "middleware, 10 %", "0.1"),
+            Config(server, "middleware, 10 %, URL candidate", "0.1", url_candidate=True),
             Config(server, "middleware, 100 %", "1"),
             Config(server, "middleware, 100 %, URL candidate", "1", url_candidate=True),
         ]
@@ -96,7 +103,8 @@ def configs() -> list[Config]:
 
 
 BASELINE = "without middleware"
-BUDGET_ROW = "middleware, 10 %"
+BUDGET_ROW = "middleware, 10 %, URL candidate"
+IN_PROCESS_ROW = "middleware, 10 %"
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +557,9 @@ def print_report(targets: list[Target], rounds: int, per_burst: int, elapsed: fl
     print(f"Budget (DESIGN.md): middleware at 10 % under a real server ≥ {BUDGET}{TIMES}")
     print("the throughput of the same app without it.")
     print()
+    print("Measured with the candidate served by its own processes (a URL candidate), as a")
+    print("mirror is deployed: what the live server pays is the middleware's work.")
+    print()
     for t in targets:
         if t.config.label == BUDGET_ROW:
             ratio = median(t.ratios)
@@ -556,6 +567,17 @@ def print_report(targets: list[Target], rounds: int, per_burst: int, elapsed: fl
             print(
                 f"- {t.config.server}: {ratio:.2f}{TIMES} — **{verdict}** "
                 f"(cross-check, CPU-based: {cpu_ratio(t, targets):.2f}{TIMES})"
+            )
+    print()
+    print("For reading, not a verdict: with the candidate an in-process copy of the app, 10 %")
+    print("sampling adds a tenth of the app's own work, so no middleware can pass")
+    print(f"1/1.1 = 0.91{TIMES}:")
+    print()
+    for t in targets:
+        if t.config.label == IN_PROCESS_ROW:
+            print(
+                f"- {t.config.server}: {median(t.ratios):.2f}{TIMES} "
+                f"(CPU-based: {cpu_ratio(t, targets):.2f}{TIMES})"
             )
     print()
     print(f"Total time: {elapsed:.0f} s.")
