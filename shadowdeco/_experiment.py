@@ -549,20 +549,21 @@ class Experiment:
             if not compare_failed:
                 match, score = outcome
         trace_id, span_id = job.trace or (None, None)
+        # Positional, in the field order of ShadowResult (a result per sampled call).
         result = result_of(
-            experiment=self.name,
-            id=f"{random.getrandbits(128):032x}",  # uuid4's shape at a tenth of its cost
-            started_at=time.time() - (time.perf_counter() - job.t0),
-            key=job.key,
-            live=live,
-            candidate=obs,
-            queue_s=job.queue_s,
-            match=match,
-            score=score,
-            inputs=job.inputs,
-            context=job.context,
-            trace_id=trace_id,
-            span_id=span_id,
+            self.name,  # experiment
+            f"{random.getrandbits(128):032x}",  # id: uuid4's shape at a tenth of its cost
+            time.time() - (time.perf_counter() - job.t0),  # started_at
+            job.key,
+            live,
+            obs,  # candidate
+            job.queue_s,
+            match,
+            score,
+            job.inputs,
+            job.context,
+            trace_id,
+            span_id,
         )
         dropped_at = [
             worker.name
@@ -623,9 +624,11 @@ class Experiment:
             key = guard("key", self.name, lambda: self._key(*job.args, **job.kwargs))
             job.key = None if key is FAILED else key
         context = self._context
-        if isinstance(context, Mapping):
+        if context is None:  # first: isinstance(None, Mapping) is an ABC walk per call
+            pass
+        elif isinstance(context, Mapping):
             job.context = context
-        elif context is not None:
+        else:
             value = guard("context", self.name, context)
             job.context = None if value is FAILED else value
         if self.record_inputs:
