@@ -7,8 +7,10 @@
 The live function is ``def live(x): return x``, decorated with ``@shadow(sample=1.0,
 max_concurrency=4, max_queue=1000, timeout=None, sinks=[])`` and a candidate that blocks forever
 on an ``Event`` that is never set.  The first four sampled calls take the four worker threads
-for good; the next 1,000 wait in the queue; every later call is dropped as ``queue_full`` on the
-live path, before its inputs are copied.
+for good (the lane starts with one; the timer adds one each time every running candidate has
+been stuck for ten switch intervals, 50 ms: the run waits for the four before it goes on); the
+next 1,000 wait in the queue; every later call is dropped as ``queue_full`` on the live path,
+before its inputs are copied.
 
 The bound: what shadowdeco holds is ``max_concurrency + max_queue`` admitted calls (their
 ``Job``, the snapshot of their inputs, a copy of the caller's ``contextvars``), so
@@ -55,9 +57,11 @@ PEAK_SLACK = 256 * 1024  # bytes of traced-peak growth tolerated after the first
 PAYLOAD = {f"feature_{i:02d}": 1.0 / (i + 7) + i for i in range(32)}
 
 _NEVER = threading.Event()
+_ENTERED = threading.Semaphore(0)
 
 
 def hanging(x: Any) -> Any:
+    _ENTERED.release()
     _NEVER.wait()
     return x
 
@@ -119,7 +123,12 @@ def child(kind: str, traced: bool, calls: int) -> dict[str, Any]:
 
     before = snapshot(0, 0.0)
     points = []
-    done = 0
+    # The first calls take every worker for good (added by the timer as each one is stuck).
+    for i in range(MAX_CONCURRENCY):
+        fn(i)
+    if not all(_ENTERED.acquire(timeout=30) for _ in range(MAX_CONCURRENCY)):
+        raise RuntimeError(f"{MAX_CONCURRENCY} workers did not all start within 30 s")
+    done = MAX_CONCURRENCY
     elapsed = 0.0
     for upto in sorted({c for c in CHECKPOINTS if c < calls} | {calls}):
         start = time.perf_counter()

@@ -530,8 +530,7 @@ class Experiment:
 
     def _drop_locked(self, reason: str) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
-        if self._waiting_for_settled:
-            self._settled.notify_all()
+        self._notify_if_settled_locked()
 
     # -- the emitter thread: compare, build, sink ---------------------------------------------
 
@@ -584,8 +583,7 @@ class Experiment:
             for name in dropped_at:
                 self._sink_drops[name] = self._sink_drops.get(name, 0) + 1
             self._compare_errors += compare_failed
-            if self._waiting_for_settled:
-                self._settled.notify_all()
+            self._notify_if_settled_locked()
 
     def _sinks_now(self) -> tuple[Any, ...]:
         """This experiment's sinks (or the defaults as configured now), and any observers."""
@@ -679,6 +677,12 @@ class Experiment:
             if not worker_for(sink).wait_idle(remaining):
                 return False
         return self._flush_sinks(None if deadline is None else deadline - time.monotonic())
+
+    def _notify_if_settled_locked(self) -> None:
+        # Only when it matters: a flush waiting while the background works through a backlog
+        # would otherwise wake (and take the GIL) once per result to look and sleep again.
+        if self._waiting_for_settled and self._in_flight_locked() == 0:
+            self._settled.notify_all()
 
     def _wait_settled(self, timeout: float | None) -> bool:
         """Wait until nothing is in flight, not for the sinks; False past ``timeout``."""

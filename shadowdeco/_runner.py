@@ -1,17 +1,20 @@
 """The one place candidates run: bounded worker lanes, timeouts, the emitter, fork and exit.
 
 Nothing here runs on the caller's thread except :meth:`Lane.put` and :func:`start_task`, which
-only enqueue.  Every piece of user code on the shadow side (candidate, adapt, key, context,
-comparator, sink) runs inside :func:`guard` or an equivalent ``except BaseException`` in a
-worker, so nothing it raises can travel back to the live path.
+only enqueue, and take no lock a background thread holds (see :class:`Lane`).  Every piece of
+user code on the shadow side (candidate, adapt, key, context, comparator, sink) runs inside
+:func:`guard` or an equivalent ``except BaseException`` in a worker, so nothing it raises can
+travel back to the live path.
 
 Threads:
 
-* one lane per experiment, up to ``max_concurrency`` worker threads, started lazily and ended
-  after a while idle; a hung candidate keeps its thread (and its slot) until it really ends;
+* one lane per experiment: one worker thread while its candidates are fast, up to
+  ``max_concurrency`` while they are slow or stuck, started lazily and ended after a while
+  idle; a hung candidate keeps its thread (and its slot) until it really ends; a lane worker
+  compares, builds the :class:`ShadowResult` and hands it to the sinks itself;
 * one timer thread that settles a job as ``timeout`` at its deadline (DESIGN I8) and adds a
   worker to a lane whose queue waits behind a stuck candidate;
-* one emitter thread that compares, builds the :class:`ShadowResult` and hands it to the sinks;
+* one emitter thread that does the same as a lane worker for timeouts and async candidates;
 * one background event loop thread for async candidates of sync live functions.
 """
 
@@ -56,8 +59,9 @@ IDLE_EXIT: Final = 30.0
 LINGER: Final = 0.001
 
 # A lane adds worker threads while most of its candidate runs take this long (seconds), or
-# while one has been running for STUCK: ten switch intervals, so that a run which only lost
-# the GIL to other threads for a while does not look stuck.  See Lane.
+# while jobs wait and every running one has been running for STUCK: ten switch intervals, so
+# that a run which only lost the GIL to other threads for a while does not look stuck.  See
+# Lane.
 SLOW_JOB: Final = 100e-6
 STUCK: Final = 10 * sys.getswitchinterval()
 _ALPHA: Final = 1 / 16
@@ -456,8 +460,9 @@ class Lane:
     candidates only take turns and contend for locks (a trivial candidate ran 3x slower on four
     threads than on one), so a lane runs one worker while its candidates are fast, and adds
     workers up to ``max_concurrency`` while they are slow: most runs take :data:`SLOW_JOB` or
-    more (waiting on I/O, sleeping, or heavy), or one has been running for :data:`STUCK`
-    (hung).  Extra workers retire when the candidates are fast again and the queue is empty.
+    more (waiting on I/O, sleeping, or heavy), or jobs wait while every running one has been
+    running for :data:`STUCK` (hung; the timer looks).  Extra workers retire when the
+    candidates are fast again and the queue is empty.
     """
 
     def __init__(self, exp: Experiment) -> None:

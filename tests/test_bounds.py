@@ -333,3 +333,32 @@ def test_slow_candidates_spread_over_workers_and_fast_ones_retire_them() -> None
         assert predict.shadow.flush(10)
     assert len(lane.workers) == 1
     assert predict.shadow.stats().emitted == 500
+
+
+def test_the_live_path_takes_no_lock_the_background_holds() -> None:
+    """A worker that lost the GIL while holding the experiment's lock must not hold up live
+    calls: they take only the live lock (callers') and put into the queue."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: x, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    predict(0)  # the lane's worker is started (that once, under the lock) and idle
+    assert predict.shadow.flush(10)
+    returned = threading.Event()
+
+    def calls() -> None:
+        for i in range(1, 51):
+            predict(i)
+        returned.set()
+
+    with predict.shadow._lock:  # as a background thread would hold it
+        caller = threading.Thread(target=calls)
+        caller.start()
+        assert returned.wait(10), "a live call waited for the experiment's lock"
+    caller.join(10)
+    assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.sampled, stats.emitted) == (51, 51)
+    assert len(memory) == 51
