@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._result import ShadowResult
-from ._runner import FAILED, guard, next_item, start_daemon
+from ._runner import FAILED, Intake, guard, start_daemon
 from .sinks import as_emit
 
 if TYPE_CHECKING:
@@ -82,8 +82,9 @@ class SinkWorker:
             return self._thread is not None
 
     def _run(self) -> None:
+        intake = Intake(self._queue)
         while True:
-            item = next_item(self._queue)
+            item = intake.take()
             if item is None:
                 return
             self._deliver(*item)

@@ -33,7 +33,7 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from opentelemetry import trace
 
@@ -54,9 +54,11 @@ _IN_SHADOW: contextvars.ContextVar[bool] = contextvars.ContextVar("shadowdeco_in
 # How long an idle lane worker waits for work before its thread ends (seconds).
 IDLE_EXIT: Final = 30.0
 
-# How long a background thread that emptied its queue waits before it blocks on it (seconds):
-# see next_item().  A result reaches its sinks at most this much later.
+# How long a background thread that emptied its queue waits before it blocks on it, while its
+# items come less than BUSY apart (seconds): see Intake.take().  A result reaches its sinks at
+# most a LINGER later.
 LINGER: Final = 0.001
+BUSY: Final = 0.005
 
 # A lane adds worker threads while most of its candidate runs take this long (seconds), or
 # while jobs wait and every running one has been running for STUCK: ten switch intervals, so
@@ -130,21 +132,41 @@ def start_daemon(target: Callable[[], None], name: str) -> threading.Thread | No
     return thread
 
 
-def next_item(items: queue.SimpleQueue[T], timeout: float | None = None) -> T:
-    """The next item of ``items``: at once if one waits; else after :data:`LINGER`, blocking
-    up to ``timeout`` (``queue.Empty`` past it).
+class Intake(Generic[T]):
+    """How one consumer thread takes items off its queue: :meth:`take`."""
 
-    This keeps the background cheap under load.  A thread blocked on an empty queue is woken,
-    and takes the GIL from the caller, for every item put: two context switches per result.
-    One that lingers a moment finds the items of a burst waiting and takes them in one turn.
-    (Polling longer would spare sparse callers the wake-up too, but costs an idle thread tens
-    of microseconds of CPU per look on a VM: 3 % of a core at one look a millisecond.)
-    """
-    try:
-        return items.get_nowait()
-    except queue.Empty:
-        time.sleep(LINGER)
-        return items.get(timeout=timeout)
+    __slots__ = ("busy", "items")
+
+    def __init__(self, items: queue.SimpleQueue[T]) -> None:
+        self.items = items
+        self.busy = True  # items came close together last time the thread had to wait
+
+    def take(self, timeout: float | None = None) -> T:
+        """The next item: at once if one waits; ``queue.Empty`` past ``timeout``.
+
+        A thread blocked on an empty queue is woken, and takes the GIL from the caller, for
+        every item put: under load, two context switches per result.  So while items come
+        close together (the last wait was shorter than :data:`BUSY`), the thread lingers
+        :data:`LINGER` before it blocks, and takes what came meanwhile in one turn.  When they
+        come far apart it blocks at once: lingering would only add a sleep per item (tens of
+        microseconds of CPU on a VM).
+        """
+        items = self.items
+        try:
+            return items.get_nowait()
+        except queue.Empty:
+            pass
+        if self.busy:
+            time.sleep(LINGER)
+            try:
+                return items.get_nowait()
+            except queue.Empty:
+                pass
+        start = time.perf_counter()
+        try:
+            return items.get(timeout=timeout)
+        finally:
+            self.busy = time.perf_counter() - start < BUSY
 
 
 def in_shadow() -> bool:
@@ -587,9 +609,10 @@ class Lane:
         exp = self.exp
         lock = exp._lock
         perf_counter = time.perf_counter
+        intake = Intake(self.queue)
         while True:
             try:
-                job = next_item(self.queue, IDLE_EXIT)
+                job = intake.take(IDLE_EXIT)
             except queue.Empty:
                 with lock:
                     if not self.queue.qsize() and self._leave_locked():
