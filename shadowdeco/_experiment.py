@@ -276,8 +276,6 @@ class Experiment:
         self._copier = _check_copier(copy_inputs)
         self._adapt = _check_optional_callable("adapt", adapt)
         self._key = _check_optional_callable("key", key)
-        # Whether _before_run has anything to record (most experiments: nothing).
-        self._records = key is not None or context is not None or record_inputs is True
         if not isinstance(record_inputs, bool):
             raise TypeError(f"record_inputs must be a bool, got {record_inputs!r}")
         self.record_inputs: Final = record_inputs
@@ -600,10 +598,7 @@ class Experiment:
 
     def _compare_arms(self, live: Observation, cand: Observation) -> tuple[bool | None, Any]:
         if live.status == "ok" and cand.status == "ok":
-            comparator = self._comparator
-            if comparator is _compare.equal:
-                return _compare.equal(live.value, cand.value), None
-            outcome: Any = comparator(live.value, cand.value)  # user code: any type
+            outcome: Any = self._comparator(live.value, cand.value)  # user code: any type
             if isinstance(outcome, bool):
                 return outcome, None
             if isinstance(outcome, numbers.Real):

@@ -277,13 +277,10 @@ def prepare_call(job: Job) -> tuple[Callable[..., Any], tuple[Any, ...], dict[st
 
     Runs in the job's context copy; raises what the user's code raises.
     """
-    exp = job.exp
-    if exp._records:
-        exp._before_run(job)
-    candidate = job.candidate
-    fn = resolve(job) if isinstance(candidate, str) else candidate
+    job.exp._before_run(job)
+    fn = resolve(job)
     args, kwargs = job.args, job.kwargs
-    adapt = exp._adapt
+    adapt = job.exp._adapt
     if adapt is not None:
         adapted = adapt(*args, **kwargs)
         if isinstance(adapted, Args):
