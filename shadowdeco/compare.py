@@ -238,7 +238,7 @@ _SCALARS = frozenset({int, str, bytes, bool, type(None)})
 def equal(live: Any, candidate: Any) -> bool:
     """Deep equality where NaN equals NaN and a list equals a tuple of equal items."""
     # Fast paths for the common model outputs (a label, a number): the full walk below
-    # costs microseconds per call on the emitter thread.
+    # costs microseconds per call in the background.
     cls = type(live)
     if cls is type(candidate):
         if cls in _SCALARS:

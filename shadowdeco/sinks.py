@@ -11,9 +11,9 @@
 [True]
 
 A sink is anything with an ``emit(result)`` method (optionally ``flush(timeout)`` and
-``close()``), or a plain callable taking the result.  Sinks run on shadowdeco's emitter thread,
-never on the live path; whatever they raise is counted as a sink error and logged, never
-passed on.
+``close()``), or a plain callable taking the result.  Each sink runs on a shadowdeco thread of
+its own, never on the live path; whatever it raises is counted as a sink error and logged,
+never passed on.
 """
 
 from __future__ import annotations
