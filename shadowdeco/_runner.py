@@ -132,6 +132,9 @@ def start_daemon(target: Callable[[], None], name: str) -> threading.Thread | No
     return thread
 
 
+_sleep = time.sleep  # Intake's linger; a name of its own, so a test can watch it
+
+
 class Intake(Generic[T]):
     """How one consumer thread takes items off its queue: :meth:`take`."""
 
@@ -157,7 +160,7 @@ class Intake(Generic[T]):
         except queue.Empty:
             pass
         if self.busy:
-            time.sleep(LINGER)
+            _sleep(LINGER)
             try:
                 return items.get_nowait()
             except queue.Empty:

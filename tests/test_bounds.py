@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from typing import Any
 
 import pytest
 from helpers import Gate, assert_adds_up
 
-from shadowdeco import shadow, sinks
+from shadowdeco import _runner, shadow, sinks
 
 
 def test_live_returns_while_the_candidate_is_still_running() -> None:
@@ -362,3 +363,47 @@ def test_the_live_path_takes_no_lock_the_background_holds() -> None:
     stats = predict.shadow.stats()
     assert (stats.sampled, stats.emitted) == (51, 51)
     assert len(memory) == 51
+
+
+def test_a_consumer_lingers_only_while_its_items_come_close_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lingering batches a burst; for items far apart it would only add a sleep per item."""
+    lingers: list[float] = []
+    monkeypatch.setattr(_runner, "_sleep", lingers.append)
+    items: queue.SimpleQueue[int] = queue.SimpleQueue()
+    intake = _runner.Intake(items)
+
+    items.put(1)
+    assert intake.take() == 1  # waiting: taken at once, no linger
+    assert lingers == []
+    with pytest.raises(queue.Empty):
+        intake.take(timeout=2 * _runner.BUSY)  # busy so far: lingers once, then waits
+    assert lingers == [_runner.LINGER]
+    with pytest.raises(queue.Empty):
+        intake.take(timeout=2 * _runner.BUSY)  # the last wait was long: no linger now
+    assert lingers == [_runner.LINGER]
+
+
+def test_sparse_short_jobs_do_not_poke_the_timer_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a look that saw jobs run, the timer looks again a timeout later: a job started
+    meanwhile is due no sooner, so it need not wake the timer."""
+    pokes = []
+    poke = _runner.timer.poke
+
+    def counting_poke() -> None:
+        pokes.append(1)
+        poke()
+
+    monkeypatch.setattr(_runner.timer, "poke", counting_poke)
+
+    @shadow(candidate=lambda x: x, timeout=60, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(30):
+        predict(i)
+        assert predict.shadow.flush(10)  # one job at a time: each starts on an idle lane
+    assert len(pokes) <= 3  # the first job, and one racing a look at most twice
