@@ -278,6 +278,13 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     if _depth > _MAX_DEPTH:
         return {"$type": _type_name(value), "$repr": _safe_repr(value)}
     depth = _depth + 1
+    # The plain containers first, by exact type: the ABC checks below cost about a
+    # microsecond each, for every nested value (headers as lists of pairs, for one).
+    cls = type(value)
+    if cls is dict:
+        return {_key(k): to_jsonable(v, depth) for k, v in value.items()}
+    if cls is list or cls is tuple:
+        return [to_jsonable(v, depth) for v in value]
     if isinstance(value, Mapping):
         return {_key(k): to_jsonable(v, depth) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
