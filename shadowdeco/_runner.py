@@ -55,10 +55,9 @@ _IN_SHADOW: contextvars.ContextVar[bool] = contextvars.ContextVar("shadowdeco_in
 IDLE_EXIT: Final = 30.0
 
 # How long a background thread that emptied its queue waits before it blocks on it, while its
-# items come less than BUSY apart (seconds): see Intake.take().  A result reaches its sinks at
-# most a LINGER later.
+# items come close together (seconds): see Intake.take().  A result reaches its sinks at most
+# this much later.
 LINGER: Final = 0.001
-BUSY: Final = 0.005
 
 # A lane adds worker threads while most of its candidate runs take this long (seconds), or
 # while jobs wait and every running one has been running for STUCK: ten switch intervals, so
@@ -138,28 +137,38 @@ _sleep = time.sleep  # Intake's linger; a name of its own, so a test can watch i
 class Intake(Generic[T]):
     """How one consumer thread takes items off its queue: :meth:`take`."""
 
-    __slots__ = ("busy", "items")
+    __slots__ = ("busy", "items", "taken")
 
     def __init__(self, items: queue.SimpleQueue[T]) -> None:
         self.items = items
-        self.busy = True  # items came close together last time the thread had to wait
+        self.busy = True  # the last wait was shorter than a linger
+        self.taken = 0  # items taken since the thread last waited
 
     def take(self, timeout: float | None = None) -> T:
         """The next item: at once if one waits; ``queue.Empty`` past ``timeout``.
 
         A thread blocked on an empty queue is woken, and takes the GIL from the caller, for
         every item put: under load, two context switches per result.  So while items come
-        close together (the last wait was shorter than :data:`BUSY`), the thread lingers
-        :data:`LINGER` before it blocks, and takes what came meanwhile in one turn.  When they
-        come far apart it blocks at once: lingering would only add a sleep per item (tens of
-        microseconds of CPU on a VM).
+        close together, the thread lingers :data:`LINGER` before it blocks, and takes what
+        came meanwhile in one turn.  Close together: its last wait was shorter than a
+        linger, or it found several items when it woke (a burst that queued while another
+        thread held the GIL).  When items come one at a time and further apart, it blocks at
+        once: a linger would find nothing and only add a sleep per item (tens of microseconds
+        of CPU on a VM, on each of the lane and sink threads).
         """
         items = self.items
         try:
-            return items.get_nowait()
+            item = items.get_nowait()
         except queue.Empty:
-            pass
-        if self.busy:
+            linger = self.busy or self.taken > 1
+            self.taken = 0
+            item = self._wait(linger, timeout)
+        self.taken += 1
+        return item
+
+    def _wait(self, linger: bool, timeout: float | None) -> T:
+        items = self.items
+        if linger:
             _sleep(LINGER)
             try:
                 return items.get_nowait()
@@ -169,7 +178,7 @@ class Intake(Generic[T]):
         try:
             return items.get(timeout=timeout)
         finally:
-            self.busy = time.perf_counter() - start < BUSY
+            self.busy = time.perf_counter() - start < LINGER
 
 
 def in_shadow() -> bool:

@@ -378,11 +378,17 @@ def test_a_consumer_lingers_only_while_its_items_come_close_together(
     assert intake.take() == 1  # waiting: taken at once, no linger
     assert lingers == []
     with pytest.raises(queue.Empty):
-        intake.take(timeout=2 * _runner.BUSY)  # busy so far: lingers once, then waits
-    assert lingers == [_runner.LINGER]
+        intake.take(timeout=2 * _runner.LINGER)  # busy so far: lingers once, then waits
+    assert len(lingers) == 1
     with pytest.raises(queue.Empty):
-        intake.take(timeout=2 * _runner.BUSY)  # the last wait was long: no linger now
-    assert lingers == [_runner.LINGER]
+        intake.take(timeout=2 * _runner.LINGER)  # the last wait was long: no linger now
+    assert len(lingers) == 1
+    for i in range(3):  # a burst queued while the thread could not run (the GIL)
+        items.put(i)
+    assert [intake.take() for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(queue.Empty):
+        intake.take(timeout=2 * _runner.LINGER)  # after a burst: lingers again
+    assert len(lingers) == 2
 
 
 def test_sparse_short_jobs_do_not_poke_the_timer_one_by_one(
