@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._result import ShadowResult
-from ._runner import FAILED, Intake, guard, start_daemon
+from ._runner import FAILED, Intake, Waited, guard, start_daemon
 from .sinks import as_emit
 
 if TYPE_CHECKING:
@@ -51,8 +51,7 @@ class SinkWorker:
         self._queue: queue.SimpleQueue[tuple[Experiment, ShadowResult] | None]
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()  # the counters below; taken directly on the hot path
-        self._idle = threading.Condition(self._lock)  # notified only when wait_idle waits
-        self._waiting_idle = 0
+        self._idle = Waited(self._lock)  # notified only when wait_idle waits
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._warned = False
@@ -97,18 +96,14 @@ class SinkWorker:
             self._pending -= 1
             if self._pending == 0:
                 self._warned = False  # caught up: the next fall-behind is a new burst
-                if self._waiting_idle:
+                if self._idle.waiters:
                     self._idle.notify_all()
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until every queued result was handed to the sink."""
         own = 1 if self._thread is threading.current_thread() else 0  # its own delivery
         with self._idle:
-            self._waiting_idle += 1
-            try:
-                return self._idle.wait_for(lambda: self._pending <= own, timeout)
-            finally:
-                self._waiting_idle -= 1
+            return bool(self._idle.wait_for(lambda: self._pending <= own, timeout))
 
     def stop(self, timeout: float | None) -> None:
         """End the thread after what is queued (joined up to ``timeout``)."""

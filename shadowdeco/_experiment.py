@@ -55,6 +55,7 @@ from ._runner import (
     Args,
     Job,
     Lane,
+    Waited,
     emit,
     emitter,
     guard,
@@ -291,8 +292,7 @@ class Experiment:
 
         self._lock = threading.Lock()  # counters and state of the background (see Lane)
         self._live_lock = threading.Lock()  # the live path's own: sampled, the queue bound
-        self._settled = threading.Condition(self._lock)
-        self._waiting_for_settled = 0  # threads in _wait_settled: only they need a notify
+        self._settled = Waited(self._lock)
         self._lane = Lane(self)
         self._closed = False
         self._started = False  # the emitter and sink threads, see _start_threads
@@ -411,7 +411,7 @@ class Experiment:
         lane = self._lane
         with self._live_lock:  # never held by a background thread: no waiting on one here
             self._sampled += 1
-            if lane.admitted - lane.left >= self.max_queue:
+            if lane.waiting >= self.max_queue:
                 self._queue_full += 1
                 return None
             lane.admitted += 1
@@ -647,7 +647,7 @@ class Experiment:
                 skipped=_count_of(self._skipped),
                 emitted=self._emitted,
                 dropped=MappingProxyType(dropped),
-                in_flight=sampled - self._emitted - sum(dropped.values()),
+                in_flight=self._in_flight_of(sampled, queue_full),
                 matched=self._matched,
                 mismatched=self._mismatched,
                 candidate_errors=self._candidate_errors,
@@ -661,6 +661,10 @@ class Experiment:
     def _in_flight_locked(self) -> int:
         with self._live_lock:
             sampled, queue_full = self._sampled, self._queue_full
+        return self._in_flight_of(sampled, queue_full)
+
+    def _in_flight_of(self, sampled: int, queue_full: int) -> int:
+        """Sampled calls not yet emitted or dropped (under the lock; the live counts given)."""
         return sampled - queue_full - self._emitted - sum(self._dropped.values())
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -681,17 +685,13 @@ class Experiment:
     def _notify_if_settled_locked(self) -> None:
         # Only when it matters: a flush waiting while the background works through a backlog
         # would otherwise wake (and take the GIL) once per result to look and sleep again.
-        if self._waiting_for_settled and self._in_flight_locked() == 0:
+        if self._settled.waiters and self._in_flight_locked() == 0:
             self._settled.notify_all()
 
     def _wait_settled(self, timeout: float | None) -> bool:
         """Wait until nothing is in flight, not for the sinks; False past ``timeout``."""
-        with self._lock:
-            self._waiting_for_settled += 1
-            try:
-                return self._settled.wait_for(lambda: self._in_flight_locked() == 0, timeout)
-            finally:
-                self._waiting_for_settled -= 1
+        with self._settled:
+            return bool(self._settled.wait_for(lambda: self._in_flight_locked() == 0, timeout))
 
     async def aflush(self, timeout: float | None = 10.0) -> bool:
         """:meth:`flush` for async code: waits in a thread, so the loop keeps running."""
@@ -784,8 +784,7 @@ class Experiment:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._live_lock = threading.Lock()
-        self._settled = threading.Condition(self._lock)
-        self._waiting_for_settled = 0
+        self._settled = Waited(self._lock)
         self._lane.reset_after_fork()
         self._started = False  # the parent's threads did not come along
         self._generation += 1

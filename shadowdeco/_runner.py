@@ -43,7 +43,7 @@ from ._result import Observation, error_of, observation_of
 if TYPE_CHECKING:
     from ._experiment import Experiment
 
-__all__ = ["FAILED", "Args", "Job", "Lane", "guard", "in_shadow", "log_failure"]
+__all__ = ["FAILED", "Args", "Job", "Lane", "Waited", "guard", "in_shadow", "log_failure"]
 
 log = logging.getLogger("shadowdeco")
 
@@ -129,6 +129,22 @@ def start_daemon(target: Callable[[], None], name: str) -> threading.Thread | No
     except RuntimeError:  # "can't create new thread at interpreter shutdown"
         return None
     return thread
+
+
+class Waited(threading.Condition):
+    """A condition that knows whether anyone waits on it: the notifying side, which may run
+    once per result, skips its check and the (Python-level) ``notify_all`` when nobody does."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        super().__init__(lock)
+        self.waiters = 0  # under the lock
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        self.waiters += 1
+        try:
+            return super().wait_for(predicate, timeout)
+        finally:
+            self.waiters -= 1
 
 
 _sleep = time.sleep  # Intake's linger; a name of its own, so a test can watch it
@@ -332,6 +348,11 @@ def observation(outcome: tuple[str, Any, float]) -> Observation:
     return observation_of("ok", payload, None, duration)
 
 
+def raised(exc: BaseException, start: float) -> Observation:
+    """The observation of a candidate that raised ``exc``, begun at ``start`` (perf_counter)."""
+    return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+
+
 _UNAWAITED: Final = ("TypeError", "the candidate returned a coroutine that was never awaited")
 
 # Types whose values were found not to be coroutines: asyncio.iscoroutine() walks an ABC
@@ -374,7 +395,7 @@ def _run_candidate(job: Job) -> Observation | None:
     try:
         fn, args, kwargs = prepare_call(job)
     except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
-        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+        return raised(exc, start)
     executor = job.exp._executor
     if executor is not None:
         return _run_in_executor(job, executor, fn, args, kwargs)
@@ -422,17 +443,17 @@ def _run_in_executor(
             return observation(executor.call(call_timed, fn, args, kwargs))
         except RuntimeError as exc:
             if isinstance(exc, BrokenExecutor):
-                return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+                return raised(exc, start)
             return None  # the pool was shut down: the sample cannot run any more
         except BaseException as exc:  # noqa: BLE001 - an unpicklable candidate or inputs...
-            return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+            return raised(exc, start)
     try:
         if isinstance(executor, ProcessPoolExecutor):
             future = executor.submit(call_timed, fn, args, kwargs)
         else:  # threads in this process: run in (a copy of) the caller's context (I6)
             future = executor.submit(contextvars.copy_context().run, call_timed, fn, args, kwargs)
     except BrokenExecutor as exc:  # a crashed pool: the candidate's failure, recorded
-        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+        return raised(exc, start)
     except RuntimeError:
         # The pool was shut down, e.g. by concurrent.futures' own exit hook, which runs
         # before ours: the sample cannot run any more.
@@ -441,7 +462,7 @@ def _run_in_executor(
         job.cancel = future.cancel
         outcome = future.result()
     except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
-        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+        return raised(exc, start)
     return observation(outcome)
 
 
@@ -452,7 +473,7 @@ def _run_on_background_loop(job: Job, coro: Coroutine[Any, Any, Any]) -> Observa
         job.cancel = future.cancel
         outcome = future.result()
     except BaseException as exc:  # noqa: BLE001 - cancelled at its timeout, or the loop died
-        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+        return raised(exc, start)
     return observation((outcome[0], outcome[1], time.perf_counter() - start))
 
 
@@ -530,7 +551,7 @@ class Lane:
         self.queue.put(job)
         if exp._closed:  # close() may have drained the queue already: settle what is in it
             self.drop_queued("shutdown")
-        elif self.queue.qsize() > self.idle and self.threads() < exp._max_concurrency:
+        elif self._backlog():
             if self.slow or not self.threads():
                 self._grow()
             elif not self.watched:
@@ -541,12 +562,7 @@ class Lane:
         """Start a worker if one is still wanted (looked at again under the lock)."""
         exp = self.exp
         with exp._lock:
-            start = (
-                not exp._closed
-                and self.queue.qsize() > self.idle
-                and self.threads() < exp._max_concurrency
-                and (self.slow or not self.threads())
-            )
+            start = not exp._closed and self._backlog() and (self.slow or not self.threads())
             if start:
                 self._reserve_worker_locked()
         if start:
@@ -702,11 +718,11 @@ class Lane:
                     else:
                         next_at = min(next_at, deadline)
             if self.watched:
-                if not self._backlog_locked():
+                if not self._backlog():
                     self.watched = False
                     # A caller that saw the flag still set did not poke: look at the queue
                     # once more now that it is cleared (the caller put before it looked).
-                    self.watched = self._backlog_locked()
+                    self.watched = self._backlog()
                     if self.watched:
                         next_at = min(next_at, now + STUCK)
                 elif not self.running:  # every worker is idle: they take the queue
@@ -723,8 +739,9 @@ class Lane:
             self._start_worker()
         return next_at
 
-    def _backlog_locked(self) -> bool:
-        """Jobs wait that no idle worker will take, and the lane may grow."""
+    def _backlog(self) -> bool:
+        """Jobs wait that no idle worker will take, and the lane may grow.  Callers read it
+        without the lock (single reads, a moment's view); the timer and _grow under it."""
         return self.queue.qsize() > self.idle and self.threads() < self.exp._max_concurrency
 
     def stop_threads(self) -> list[threading.Thread]:
@@ -816,7 +833,7 @@ async def _await_candidate(job: Job, timeout: float | None) -> Observation | Non
         fn, args, kwargs = prepare_call(job)
         coro = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - the candidate failed before it awaited
-        return observation_of("error", None, error_of(exc), time.perf_counter() - start)
+        return raised(exc, start)
     inner = asyncio.ensure_future(contained(coro))
     try:
         done, _ = await asyncio.wait({inner}, timeout=timeout)
