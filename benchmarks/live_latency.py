@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import random
 import sys
 import threading
@@ -48,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import _machine
 import laboratory
 import wrapt
 
@@ -272,17 +271,6 @@ def report(title: str, cases: list[Case]) -> tuple[bool, bool]:
     return ok, consistent_all
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (smoke run)")
@@ -290,9 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     calls = 400 if options.quick else 2_000
 
     started = time.perf_counter()
-    python = f"{platform.python_implementation()} {platform.python_version()}"
     print("## Live latency\n")
-    print(f"- nproc: {os.cpu_count()}; CPU: {_cpu_model()}; {python} on {sys.platform}")
+    print(f"- {_machine.summary()}")
     print(
         f"- wrapt {wrapt.__version__}, laboratory {laboratory.__version__}, "
         f"shadowdeco {shadowdeco.__version__}"

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import threading
 import time
 import tracemalloc
 from typing import Any
+
+import _machine
 
 import shadowdeco
 from shadowdeco import shadow
@@ -189,10 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
-    python = f"{platform.python_implementation()} {platform.python_version()}"
     print("## Memory\n")
     print(
-        f"- nproc: {os.cpu_count()}; {python} on {sys.platform}; "
+        f"- nproc: {os.cpu_count()}; {_machine.python()} on {sys.platform}; "
         f"shadowdeco {shadowdeco.__version__}"
     )
     print(

@@ -71,6 +71,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _machine
+
 APPS = Path(__file__).resolve().parent / "apps"
 BUDGET = 0.9  # DESIGN.md: middleware at 10 %, under a real server, >= 0.9x the throughput
 THREADS = 8
@@ -584,19 +586,14 @@ def print_report(targets: list[Target], rounds: int, per_burst: int, elapsed: fl
 
 
 def machine() -> str:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     versions = []
     for package in ("gunicorn", "uvicorn", "flask", "fastapi"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{package} {importlib.metadata.version(package)}")
     return (
-        f"Machine: {os.cpu_count()} CPUs ({model}), shared by the servers, their mirrors and "
-        f"the load generator. CPython {platform.python_version()}, {', '.join(versions)}."
+        f"Machine: {os.cpu_count()} CPUs ({_machine.cpu_model()}), shared by the servers, their "
+        f"mirrors and the load generator. CPython {platform.python_version()}, "
+        f"{', '.join(versions)}."
     )
 
 

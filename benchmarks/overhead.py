@@ -32,8 +32,6 @@ import copy
 import functools
 import itertools
 import json
-import os
-import platform
 import statistics
 import sys
 import threading
@@ -43,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import _machine
 import laboratory
 import wrapt
 
@@ -314,22 +313,10 @@ def run(cases: list[Case], rounds: int, target_ms: float, min_batches: int) -> N
 # Reporting
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def report(cases: list[Case], experiments: list[Any], rounds: int, quick: bool) -> bool:
     wrapt_impl = "C extension" if wrapt.FunctionWrapper.__module__ == "_wrappers" else "pure Python"
-    python = f"{platform.python_implementation()} {platform.python_version()}"
     print("## Machine\n")
-    print(f"- nproc: {os.cpu_count()}; CPU: {_cpu_model()}; {python} on {sys.platform}")
+    print(f"- {_machine.summary()}")
     print(
         f"- wrapt {wrapt.__version__} ({wrapt_impl}), laboratory {laboratory.__version__}, "
         f"shadowdeco {shadowdeco.__version__}"

@@ -38,7 +38,6 @@ import functools
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -48,6 +47,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import _machine
 
 import shadowdeco
 from shadowdeco import ShadowResult, shadow, sinks
@@ -276,22 +277,10 @@ def run(cases: list[Case], rounds: int, n: int) -> None:
 # Reporting
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def report(cases: list[Case], bench: Bench, rounds: int, quick: bool) -> bool:
-    python = f"{platform.python_implementation()} {platform.python_version()}"
     line_bytes = statistics.mean(len(json.dumps(d)) + 1 for d in bench.dicts[:1000])
     print("## Machine\n")
-    print(f"- nproc: {os.cpu_count()}; CPU: {_cpu_model()}; {python} on {sys.platform}")
+    print(f"- {_machine.summary()}")
     print(f"- shadowdeco {shadowdeco.__version__}")
     print(
         f"- {'quick' if quick else 'full'} run: {rounds} rounds, round-robin, "
