@@ -122,7 +122,9 @@ def free_port() -> int:
 class Server:
     """One server started by this script, in its own process group."""
 
-    def __init__(self, kind: str, env: dict[str, str], log_path: Path, workers: int) -> None:
+    def __init__(
+        self, kind: str, env: dict[str, str], log_path: Path, workers: int, cpus: set[int]
+    ) -> None:
         self.kind = kind
         self.port = free_port()
         self.log_path = log_path
@@ -156,6 +158,9 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: its workers are found by pgid
+            # Its CPUs, inherited by its workers (forked later) and their threads.
+            # Servers start before the load threads exist.
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # noqa: PLW1509
         )
 
     @property
@@ -359,7 +364,18 @@ class Target:
         return GUNICORN_WORKERS if self.config.server == "gunicorn" else 1
 
 
-def start_targets(root: Path) -> list[Target]:
+def placement() -> tuple[set[int], set[int]]:
+    """(the live servers' CPUs, everyone else's): the live servers get the first half of this
+    process's CPUs to themselves; the load generator and the URL candidates' servers share the
+    rest, standing for other machines.  Empty sets (no pinning) below 2 CPUs."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return set(), set()
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+def start_targets(root: Path, live_cpus: set[int], other_cpus: set[int]) -> list[Target]:
     targets = []
     for i, config in enumerate(configs()):
         out = root / f"{i:02d}-{config.server}"
@@ -369,10 +385,12 @@ def start_targets(root: Path) -> list[Target]:
         candidate = "inproc"
         if config.url_candidate:
             env = server_env(Config(config.server, "candidate", "off"), out, "inproc")
-            candidate_server = Server(config.server, env, out / "candidate.log", workers)
+            candidate_server = Server(
+                config.server, env, out / "candidate.log", workers, other_cpus
+            )
             candidate = candidate_server.url
         env = server_env(config, out, candidate)
-        server = Server(config.server, env, out / "server.log", workers)
+        server = Server(config.server, env, out / "server.log", workers, live_cpus)
         targets.append(Target(config, out, server, candidate_server))
     for target in targets:
         for server in target.servers:
@@ -614,7 +632,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="shadowdeco-bench-mw-") as tmp:
-        targets = start_targets(Path(tmp))
+        live_cpus, other_cpus = placement()
+        if other_cpus:
+            os.sched_setaffinity(0, other_cpus)  # the load generator: off the live servers' CPUs
+        targets = start_targets(Path(tmp), live_cpus, other_cpus)
         try:
             everyone = [s for t in targets for s in t.servers]
             for t in targets:
