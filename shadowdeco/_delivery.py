@@ -13,11 +13,11 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._result import ShadowResult
 from ._runner import FAILED, Intake, Waited, guard, start_daemon
-from .sinks import as_emit
+from .sinks import JsonLines, as_emit
 
 if TYPE_CHECKING:
     from ._experiment import Experiment
@@ -28,6 +28,9 @@ log = logging.getLogger("shadowdeco")
 
 #: Results waiting for one sink before new ones are dropped for it.
 max_pending = 10_000
+
+#: Results handed to a batching sink (JsonLines) in one call, at most.
+BATCH = 256
 
 
 def sink_name(sink: object) -> str:
@@ -82,6 +85,9 @@ class SinkWorker:
 
     def _run(self) -> None:
         intake = Intake(self._queue)
+        if isinstance(self.sink, JsonLines):
+            self._run_batched(intake, self.sink._emit_batch)
+            return
         while True:
             item = intake.take()
             if item is None:
@@ -89,11 +95,32 @@ class SinkWorker:
             self._deliver(*item)
             del item  # hold nothing while waiting for the next one
 
+    def _run_batched(
+        self, intake: Intake[tuple[Experiment, ShadowResult] | None], emit_batch: Any
+    ) -> None:
+        """Hand over what waits in one call (JsonLines: one lock for all the lines)."""
+        while True:
+            batch = intake.take_many(BATCH)
+            stop = batch[-1] is None
+            items = cast("list[tuple[Experiment, ShadowResult]]", batch[:-1] if stop else batch)
+            del batch
+            if items:
+                failed = guard("sink", items[0][0].name, emit_batch, [r for _, r in items])
+                for i in range(len(items)) if failed is FAILED else failed:
+                    items[i][0]._count_sink_error()
+                self._done(len(items))
+            del items  # hold nothing while waiting for the next ones
+            if stop:
+                return
+
     def _deliver(self, exp: Experiment, result: ShadowResult) -> None:
         if guard("sink", exp.name, self._emit, result) is FAILED:
             exp._count_sink_error()
+        self._done(1)
+
+    def _done(self, n: int) -> None:
         with self._lock:
-            self._pending -= 1
+            self._pending -= n
             if self._pending == 0:
                 self._warned = False  # caught up: the next fall-behind is a new burst
                 if self._idle.waiters:

@@ -182,6 +182,19 @@ class Intake(Generic[T]):
         self.taken += 1
         return item
 
+    def take_many(self, limit: int) -> list[T]:
+        """The next item as :meth:`take` gives it, and up to ``limit - 1`` more that already
+        wait; a ``None`` (a stop marker) ends the list."""
+        batch = [self.take()]
+        items = self.items
+        while len(batch) < limit and batch[-1] is not None:
+            try:
+                batch.append(items.get_nowait())
+            except queue.Empty:
+                break
+        self.taken += len(batch) - 1
+        return batch
+
     def _wait(self, linger: bool, timeout: float | None) -> T:
         items = self.items
         if linger:

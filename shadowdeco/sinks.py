@@ -250,26 +250,43 @@ class JsonLines:
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")
-            error: OSError | None = None
-            if self.max_bytes is not None:
-                size = self._file_size + self._buf_bytes
-                if size and size + len(line) > self.max_bytes:
-                    try:
-                        self._rotate()
-                    except OSError as exc:  # the line is kept, for whatever file opens next
-                        error = exc
-            self._buf.append(line)
-            self._buf_bytes += len(line)
-            if self._timer is None:
-                self._start_timer()
-            if self._buf_bytes >= _BUFFER_BYTES:
+            error = self._add_locked(line)
+        if error is not None:
+            raise error
+
+    def _emit_batch(self, results: list[ShadowResult]) -> list[int]:
+        """:meth:`emit` for several results at once (the sink's thread drains its queue so):
+        one lock for all; the indexes of the results whose emit would have raised."""
+        lines = [self._encode(result) for result in results]
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"{self!r} is closed")
+            add = self._add_locked
+            return [i for i, line in enumerate(lines) if add(line) is not None]
+
+    def _add_locked(self, line: bytes) -> OSError | None:
+        """Buffer one line, rotating before and writing after as needed; the error that
+        :meth:`emit` raises for it, already reported."""
+        error: OSError | None = None
+        if self.max_bytes is not None:
+            size = self._file_size + self._buf_bytes
+            if size and size + len(line) > self.max_bytes:
                 try:
-                    self._write_out(force_check=False)
-                except OSError as exc:
+                    self._rotate()
+                except OSError as exc:  # the line is kept, for whatever file opens next
                     error = exc
-            if error is not None:
-                self._report(error)
-                raise error
+        self._buf.append(line)
+        self._buf_bytes += len(line)
+        if self._timer is None:
+            self._start_timer()
+        if self._buf_bytes >= _BUFFER_BYTES:
+            try:
+                self._write_out(force_check=False)
+            except OSError as exc:
+                error = exc
+        if error is not None:
+            self._report(error)
+        return error
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write the buffered lines (and ``os.fsync`` with ``fsync=True``).

@@ -430,6 +430,65 @@ def test_a_full_disk_is_counted_logged_once_and_never_reaches_the_caller(
     assert "/dev/full" in warning.getMessage()
 
 
+def test_its_thread_hands_over_what_queued_in_one_call(
+    jsonl_path: str, make: Callable[..., sinks.JsonLines], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results that queued while the sink was busy reach it in one call, one lock for all
+    the lines; every line lands once, in order."""
+    sink = make(jsonl_path)
+    sizes: list[int] = []
+    emit_batch = sink._emit_batch
+
+    def watched(results: list[ShadowResult]) -> list[int]:
+        sizes.append(len(results))
+        return emit_batch(results)
+
+    monkeypatch.setattr(sink, "_emit_batch", watched)
+
+    @shadow(candidate=lambda x: x, name="jsonl-batched", sinks=[sink])
+    def same(x: int) -> int:
+        return x
+
+    with sink._lock:  # the sink is busy: its thread waits here with the first result
+        for i in range(50):
+            same(i)
+        assert same.shadow._wait_settled(10)  # all emitted: queued for the held sink
+    assert same.shadow.flush(10)
+    assert sum(sizes) == 50
+    assert max(sizes) > 1
+    assert [r["live"]["value"] for r in read_lines(jsonl_path)] == list(range(50))
+
+
+def test_a_batch_counts_an_error_for_each_line_that_failed(
+    jsonl_path: str, make: Callable[..., sinks.JsonLines], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose write fails is counted as the results one by one would be: a sink
+    error per result whose emit would have raised, and the others written."""
+    sink = make(jsonl_path)
+    add = sink._add_locked
+
+    def every_third_fails(line: bytes) -> OSError | None:
+        if json.loads(line)["live"]["value"] % 3 == 0:
+            return OSError(errno.EIO, "injected")
+        return add(line)
+
+    monkeypatch.setattr(sink, "_add_locked", every_third_fails)
+
+    @shadow(candidate=lambda x: x, name="jsonl-batch-errors", sinks=[sink])
+    def same(x: int) -> int:
+        return x
+
+    with sink._lock:
+        for i in range(30):
+            same(i)
+        assert same.shadow._wait_settled(10)
+    assert same.shadow.flush(10)
+    assert same.shadow.stats().sink_errors == 10
+    assert [r["live"]["value"] for r in read_lines(jsonl_path)] == [
+        i for i in range(30) if i % 3
+    ]
+
+
 def test_writing_resumes_when_the_error_clears(
     tmp_path: Path, make: Callable[..., sinks.JsonLines], caplog: pytest.LogCaptureFixture
 ) -> None:
