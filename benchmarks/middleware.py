@@ -32,6 +32,12 @@ throughput ratio a live server whose cores were all busy with this app would see
 machine it is steadier than req/s, and it is printed beside the budget's verdict as a
 cross-check.
 
+Placement: the live servers run on the first half of the CPUs, the load generator (this
+process) and the URL candidates' servers on the other half (``sched_setaffinity``; on 2 CPUs,
+one each).  Those two stand for other machines: on shared cores their CPU was charged to live,
+and with the candidate app served next to it, 10 % could not reach 0.9x however little the
+middleware cost.  A live server's in-process mirrors (its lane threads) stay on its CPU.
+
 The load comes from this process on 127.0.0.1: 8 threads, each with its own keep-alive
 ``http.client`` connection (gunicorn's sync workers close it after each response, so there it
 reconnects), sending a fixed number of requests per burst (or until a time cap).  req/s is the
@@ -45,8 +51,7 @@ exit, after shadowdeco's exit flush; uvicorn: at the end of the lifespan shutdow
 middleware's drain), and the script checks that the JSONL files hold exactly one line per
 emitted result and that every sampled request was emitted or counted as dropped.  A broken
 count, or a failed request, exits 1.  The candidate is a copy of the live app, so a mismatch
-can only be a candidate error: those are listed by type, not failed.  The machine's cores are
-shared by the servers, their mirrors and the load generator.
+can only be a candidate error: those are listed by type, not failed.
 """
 
 from __future__ import annotations
@@ -529,13 +534,15 @@ def cpu_cell(target: Target) -> str:
     return cell
 
 
-def print_report(targets: list[Target], rounds: int, per_burst: int, elapsed: float) -> None:
+def print_report(
+    targets: list[Target], rounds: int, per_burst: int, elapsed: float, cpus: tuple[set[int], ...]
+) -> None:
     print(
         f"## Middleware benchmark: {rounds} rounds of {per_burst:,} requests per configuration, "
         f"{THREADS} client threads"
     )
     print()
-    print(machine())
+    print(machine(*cpus))
     print()
     print(
         "| server | configuration | req/s | ratio to no middleware (IQR) | p50 ms | p99 ms "
@@ -577,8 +584,9 @@ def print_report(targets: list[Target], rounds: int, per_burst: int, elapsed: fl
     print(f"Budget (DESIGN.md): middleware at 10 % under a real server ≥ {BUDGET}{TIMES}")
     print("the throughput of the same app without it.")
     print()
-    print("Measured with the candidate served by its own processes (a URL candidate), as a")
-    print("mirror is deployed: what the live server pays is the middleware's work.")
+    print("Measured with the candidate served by its own processes (a URL candidate) on the")
+    print("other CPUs, as a mirror is deployed: what the live server pays is the middleware's")
+    print("work.")
     print()
     for t in targets:
         if t.config.label == BUDGET_ROW:
@@ -603,16 +611,26 @@ def print_report(targets: list[Target], rounds: int, per_burst: int, elapsed: fl
     print(f"Total time: {elapsed:.0f} s.")
 
 
-def machine() -> str:
+def machine(live_cpus: set[int], other_cpus: set[int]) -> str:
     versions = []
     for package in ("gunicorn", "uvicorn", "flask", "fastapi"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{package} {importlib.metadata.version(package)}")
+    if live_cpus:
+        placed = (
+            f"live servers and their mirrors on CPU {_cpus(live_cpus)}; load generator and URL "
+            f"candidates' servers on CPU {_cpus(other_cpus)}"
+        )
+    else:
+        placed = "shared by the servers, their mirrors and the load generator"
     return (
-        f"Machine: {os.cpu_count()} CPUs ({_machine.cpu_model()}), shared by the servers, their "
-        f"mirrors and the load generator. CPython {platform.python_version()}, "
-        f"{', '.join(versions)}."
+        f"Machine: {os.cpu_count()} CPUs ({_machine.cpu_model()}), {placed}. "
+        f"CPython {platform.python_version()}, {', '.join(versions)}."
     )
+
+
+def _cpus(cpus: set[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         finally:
             problems = stop_targets(targets)
-    print_report(targets, rounds, per_burst, time.monotonic() - started)
+    print_report(targets, rounds, per_burst, time.monotonic() - started, (live_cpus, other_cpus))
     if problems:
         print("\nProblems:")
         for problem in problems:
