@@ -484,9 +484,7 @@ def test_a_batch_counts_an_error_for_each_line_that_failed(
         assert same.shadow._wait_settled(10)
     assert same.shadow.flush(10)
     assert same.shadow.stats().sink_errors == 10
-    assert [r["live"]["value"] for r in read_lines(jsonl_path)] == [
-        i for i in range(30) if i % 3
-    ]
+    assert [r["live"]["value"] for r in read_lines(jsonl_path)] == [i for i in range(30) if i % 3]
 
 
 def test_writing_resumes_when_the_error_clears(
