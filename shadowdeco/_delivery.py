@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._result import ShadowResult
@@ -96,9 +97,13 @@ class SinkWorker:
             del item  # hold nothing while waiting for the next one
 
     def _run_batched(
-        self, intake: Intake[tuple[Experiment, ShadowResult] | None], emit_batch: Any
+        self,
+        intake: Intake[tuple[Experiment, ShadowResult] | None],
+        emit_batch: Callable[[list[ShadowResult]], list[int]],
     ) -> None:
-        """Hand over what waits in one call (JsonLines: one lock for all the lines)."""
+        """Hand over what waits in one call (JsonLines: one lock for all the lines).  A
+        failure of the whole call counts a sink error for every result in it, and is logged
+        under the first result's experiment."""
         while True:
             batch = intake.take_many(BATCH)
             stop = batch[-1] is None
