@@ -250,6 +250,8 @@ def server_env(config: Config, out: Path, candidate: str) -> dict[str, str]:
         BENCH_OUT=str(out),
         SHADOWDECO_EXIT_TIMEOUT="30",  # room to drain a 100 % backlog at the stop
         PYTHONUNBUFFERED="1",
+        # The same string hashing in every server: one source less of per-process luck.
+        PYTHONHASHSEED="0",
     )
     return env
 
