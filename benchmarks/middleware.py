@@ -37,6 +37,8 @@ process) and the URL candidates' servers on the other half (``sched_setaffinity`
 one each).  Those two stand for other machines: on shared cores their CPU was charged to live,
 and with the candidate app served next to it, 10 % could not reach 0.9x however little the
 middleware cost.  A live server's in-process mirrors (its lane threads) stay on its CPU.
+Every server runs with ``PYTHONHASHSEED=0``: a process keeps its hash layout for the whole run,
+and a baseline's luck would move every ratio of its table.
 
 The load comes from this process on 127.0.0.1: 8 threads, each with its own keep-alive
 ``http.client`` connection (gunicorn's sync workers close it after each response, so there it
