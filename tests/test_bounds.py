@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from helpers import Gate, assert_adds_up
 
 from shadowdeco import _runner, shadow, sinks
+
+
+def call_from_threads(fn: Callable[[int], object], *, threads: int, calls: int) -> None:
+    """``fn(0) … fn(calls - 1)`` from each of ``threads`` threads at once; back when all are."""
+    workers = [
+        threading.Thread(target=lambda: [fn(i) for i in range(calls)]) for _ in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
 
 
 def test_live_returns_while_the_candidate_is_still_running() -> None:
@@ -76,11 +88,7 @@ def test_concurrency_never_exceeds_the_bound() -> None:
     def predict(x: int) -> int:
         return x
 
-    threads = [threading.Thread(target=lambda: [predict(i) for i in range(50)]) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    call_from_threads(predict, threads=4, calls=50)
     release.set()
     assert predict.shadow.flush(20)
     assert 1 <= peak <= 3
@@ -170,11 +178,7 @@ def test_stats_add_up_at_every_read_under_load() -> None:
 
     r = threading.Thread(target=reader)
     r.start()
-    callers = [threading.Thread(target=lambda: [predict(i) for i in range(2000)]) for _ in range(4)]
-    for t in callers:
-        t.start()
-    for t in callers:
-        t.join()
+    call_from_threads(predict, threads=4, calls=2000)
     assert predict.shadow.flush(20)
     stop.set()
     r.join()
@@ -287,11 +291,7 @@ def test_fast_candidates_run_on_one_worker_thread_even_with_a_queue(
     def predict(x: int) -> int:
         return x
 
-    callers = [threading.Thread(target=lambda: [predict(i) for i in range(1500)]) for _ in range(2)]
-    for caller in callers:
-        caller.start()
-    for caller in callers:
-        caller.join()
+    call_from_threads(predict, threads=2, calls=1500)
     assert predict.shadow.flush(20)
     assert predict.shadow.stats().emitted == 3000
     assert len(idents) == 1
