@@ -245,7 +245,10 @@ class Server:
     def results(self) -> list[dict[str, Any]]:
         lines = []
         for path in sorted(self.out.glob("results.*.jsonl")):
-            lines.extend(json.loads(line) for line in path.read_text().splitlines())
+            text = path.read_text()
+            # A write of the server's sink may be under way: its last line is not ended yet.
+            complete = text[: text.rfind("\n") + 1]
+            lines.extend(json.loads(line) for line in complete.splitlines())
         return lines
 
     def stats(self) -> list[dict[str, Any]]:
