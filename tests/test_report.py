@@ -485,6 +485,26 @@ def test_malformed_lines_are_skipped_counted_and_located(
     assert "Traceback" not in err
 
 
+def test_a_last_line_cut_short_is_skipped_as_unfinished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file still being written ends in part of a line: skipped and said so, not "not JSON";
+    a whole last line without its newline is read as any other."""
+    whole = json.dumps(result(2))
+    live = tmp_path / "live.jsonl"
+    live.write_text(json.dumps(result(0)) + "\n" + json.dumps(result(1)) + "\n" + whole[:40])
+    ended = tmp_path / "ended.jsonl"
+    ended.write_text(json.dumps(result(3)) + "\n" + whole)
+    rep = build(live, ended)
+    assert rep.results == 4
+    assert [(m.path, m.line, m.reason) for m in rep.malformed_examples] == [
+        (str(live), 3, "unfinished last line: still being written?")
+    ]
+    code, out, _ = cli(capsys, live)
+    assert code == 1  # a record is missing from this report: it is incomplete
+    assert f"{live}:3 (unfinished last line: still being written?)" in out
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory", "glob", "labels"])
 def test_an_unreadable_file_exits_2_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str

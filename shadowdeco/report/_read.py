@@ -13,7 +13,9 @@
 * Every file is opened once before any is read, so a missing or unreadable one stops the
   report before it starts (:class:`InputError`, whose message names the file), never halfway.
 * A line that is not a JSON object is skipped and counted by :class:`Problems` (with the first
-  few file names and line numbers); a blank line is ignored.  Memory is one line at a time.
+  few file names and line numbers); a blank line is ignored.  A last line with no newline that
+  does not parse is skipped as *unfinished* (a file still being written).  Memory is one line
+  at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ _BACKUP: Final = re.compile(r"\.(\d+)(?:\.gz)?")
 _BACKUP_END: Final = re.compile(r"\.\d+(?:\.gz)?$")
 _GLOB_CHARS: Final = re.compile(r"[*?\[]")
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+
+#: Why a last line that does not parse was skipped: a writer may be appending to the file
+#: (a report of a live service's log), or stopped in the middle of a line.
+_UNFINISHED: Final = "unfinished last line: still being written?"
 
 #: Malformed lines listed by file and number; the rest are only counted.
 EXAMPLES: Final = 5
@@ -155,7 +161,9 @@ def read_records(
                     try:
                         record = loads(line)
                     except ValueError:  # not JSON, or not UTF-8
-                        if line.strip():
+                        if not line.endswith(b"\n"):  # the file's last line, cut short
+                            problems.skip(source, number, _UNFINISHED)
+                        elif line.strip():
                             problems.skip(source, number, "not JSON")
                         continue
                     if isinstance(record, dict):
