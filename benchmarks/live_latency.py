@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (smoke run)")
     options = parser.parse_args(argv)
-    calls = 400 if options.quick else 2_000
+    calls = 400 if options.quick else 3_000
 
     started = time.perf_counter()
     print("## Live latency\n")

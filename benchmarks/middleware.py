@@ -11,7 +11,11 @@ tiny dense network in pure Python (~1 ms of CPU with the framework).  It is serv
 * **without** the middleware, and **with** it at 0 %, 10 % and 100 % sampling, the candidate an
   in-process copy of the same app (so every mirror costs the same CPU again, on the same
   machine); and at 10 % and 100 % with a **URL candidate**: the plain app served by a second
-  server of the same kind (2 gunicorn workers, or 1 uvicorn) in its own processes.
+  server of the same kind (2 gunicorn workers, or 1 uvicorn) in its own processes.  That server
+  keeps connections alive (gunicorn with ``gthread`` workers), as a service that receives
+  mirrored traffic does (gunicorn's sync workers are meant to sit behind a proxy, and the
+  proxy keeps the connection); one more gunicorn row at 10 % sends to sync workers, which
+  close every connection, so each mirror pays for a new one.
 
 The budget's verdict (DESIGN.md: ≥ 0.9x the throughput at 10 %) is taken with the URL
 candidate, as mirroring is deployed: the live server then pays only for the middleware.  With
@@ -95,6 +99,9 @@ class Config:
     label: str
     shadow: str  # "off" or a sampling rate
     url_candidate: bool = False
+    # gunicorn only: the URL candidate's server closes every connection (sync workers), so
+    # each mirror opens a new one; otherwise it keeps them alive (gthread workers).
+    candidate_closes: bool = False
 
 
 def configs() -> list[Config]:
@@ -105,6 +112,18 @@ def configs() -> list[Config]:
             Config(server, "middleware, 0 %", "0"),
             Config(server, "middleware, 10 %", "0.1"),
             Config(server, "middleware, 10 %, URL candidate", "0.1", url_candidate=True),
+        ]
+        if server == "gunicorn":
+            out.append(
+                Config(
+                    server,
+                    "middleware, 10 %, URL candidate closing connections",
+                    "0.1",
+                    url_candidate=True,
+                    candidate_closes=True,
+                )
+            )
+        out += [
             Config(server, "middleware, 100 %", "1"),
             Config(server, "middleware, 100 %, URL candidate", "1", url_candidate=True),
         ]
@@ -130,7 +149,14 @@ class Server:
     """One server started by this script, in its own process group."""
 
     def __init__(
-        self, kind: str, env: dict[str, str], log_path: Path, workers: int, cpus: set[int]
+        self,
+        kind: str,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int,
+        cpus: set[int],
+        *,
+        keep_alive: bool = False,
     ) -> None:
         self.kind = kind
         self.port = free_port()
@@ -142,7 +168,9 @@ class Server:
                 "--chdir", str(APPS),
                 "--bind", f"127.0.0.1:{self.port}",
                 "--workers", str(workers),
-                "--worker-class", "sync",
+                # sync workers close each connection after its response; gthread keeps it
+                *(["--worker-class", "gthread", "--threads", "4"] if keep_alive
+                  else ["--worker-class", "sync"]),
                 "--graceful-timeout", str(int(STOP_TIMEOUT)),
                 "--log-level", "warning",
                 "wsgi_app:app",
@@ -395,7 +423,12 @@ def start_targets(root: Path, live_cpus: set[int], other_cpus: set[int]) -> list
         if config.url_candidate:
             env = server_env(Config(config.server, "candidate", "off"), out, "inproc")
             candidate_server = Server(
-                config.server, env, out / "candidate.log", workers, other_cpus
+                config.server,
+                env,
+                out / "candidate.log",
+                workers,
+                other_cpus,
+                keep_alive=not config.candidate_closes,
             )
             candidate = candidate_server.url
         env = server_env(config, out, candidate)
