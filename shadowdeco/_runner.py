@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from ._pool import ProcessPool
@@ -429,6 +430,8 @@ def candidate_span(job: Job) -> Any:
 
     Records the live span's ids on the job first: the result links to the live call.
     """
+    if not otel_context.get_current():  # nothing in OpenTelemetry's context: no span
+        return None
     live = trace.get_current_span().get_span_context()
     if not live.is_valid:
         return None

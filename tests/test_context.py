@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from helpers import KINDS, MODES, build
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -140,3 +141,28 @@ def test_candidate_spans_are_children_of_the_live_span(
     assert result.trace_id == format(live_span.get_span_context().trace_id, "032x")
     assert result.span_id == format(live_span.get_span_context().span_id, "016x")
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+@pytest.mark.parametrize("outside", ["nothing", "baggage only"])
+def test_no_shadow_span_without_a_live_span(outside: str, spans: InMemorySpanExporter) -> None:
+    """Outside a span (OpenTelemetry's context empty, or holding baggage alone) the candidate
+    runs without a span of its own and the result links to no trace."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda: None, sinks=[memory])
+    def predict() -> None:
+        return None
+
+    token = None
+    if outside == "baggage only":
+        token = otel_context.attach(baggage.set_baggage("tenant", "a"))
+        assert otel_context.get_current()  # not empty: the full look-up runs
+    try:
+        predict()
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    assert predict.shadow.flush(10)
+    assert spans.get_finished_spans() == ()
+    (result,) = memory.results
+    assert (result.trace_id, result.span_id) == (None, None)
