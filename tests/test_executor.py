@@ -142,6 +142,23 @@ def test_a_process_pool_replaces_itself_after_a_worker_dies() -> None:
 
 
 def test_a_process_pool_checks_its_options() -> None:
-    """A bad max_workers fails at construction, naming it."""
+    """A bad max_workers or nice fails at construction, naming it and the value."""
     with pytest.raises(ValueError, match="max_workers must be a positive int or None, got 0"):
         shadowdeco.ProcessPool(0)
+    for bad in (-1, 20, True, 2.5, "10"):
+        with pytest.raises(ValueError, match=f"nice must be an int from 0 to 19, got {bad!r}"):
+            shadowdeco.ProcessPool(1, nice=bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="no os.nice on this platform")
+@pytest.mark.parametrize("nice", [None, 0, 5])
+def test_process_pool_workers_yield_the_cpu_to_live(nice: int | None) -> None:
+    """Worker processes lower their CPU priority (by 10 unless told): when the machine is
+    busy they take the CPU the live processes leave, not a share of theirs."""
+    pool = shadowdeco.ProcessPool(1) if nice is None else shadowdeco.ProcessPool(1, nice=nice)
+    try:
+        worker_nice = pool.submit(os.nice, 0).result(timeout=60)
+    finally:
+        pool.shutdown()
+    expected = 10 if nice is None else nice
+    assert worker_nice == min(19, os.nice(0) + expected)
