@@ -17,7 +17,7 @@ fails only the call it was running, with ``BrokenProcessPool``; it is counted in
 ``restarts`` and a fresh process takes its place for the next call.  Workers run ``nice``
 steps (10 by default) below the parent's CPU priority: a shadow must not take CPU time from
 the live processes of a busy machine (``benchmarks/cpu_bound.py``, a competing process on the
-other core: live kept 0.92-0.98x at 10, 0.75-0.84x at 0).  The ``spawn`` start
+other core: live kept 0.86-0.98x at 10, 0.75-0.84x at 0).  The ``spawn`` start
 method is the default: forking a process that runs threads is unsafe.
 """
 
