@@ -495,8 +495,10 @@ def test_a_last_line_cut_short_is_skipped_as_unfinished(
     live.write_text(json.dumps(result(0)) + "\n" + json.dumps(result(1)) + "\n" + whole[:40])
     ended = tmp_path / "ended.jsonl"
     ended.write_text(json.dumps(result(3)) + "\n" + whole)
-    rep = build(live, ended)
-    assert rep.results == 4
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text(json.dumps(result(4)) + "\n  ")  # a blank last line is no problem
+    rep = build(live, ended, blank)
+    assert rep.results == 5
     assert [(m.path, m.line, m.reason) for m in rep.malformed_examples] == [
         (str(live), 3, "unfinished last line: still being written?")
     ]

@@ -161,10 +161,9 @@ def read_records(
                     try:
                         record = loads(line)
                     except ValueError:  # not JSON, or not UTF-8
-                        if not line.endswith(b"\n"):  # the file's last line, cut short
-                            problems.skip(source, number, _UNFINISHED)
-                        elif line.strip():
-                            problems.skip(source, number, "not JSON")
+                        if line.strip():  # a blank line is ignored
+                            ended = line.endswith(b"\n")  # else: the last line, cut short
+                            problems.skip(source, number, "not JSON" if ended else _UNFINISHED)
                         continue
                     if isinstance(record, dict):
                         yield source, number, record
