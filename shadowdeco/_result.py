@@ -276,7 +276,7 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, float):
         return _finite_or_str(value)
     if _depth > _MAX_DEPTH:
-        return {"$type": _type_name(value), "$repr": _safe_repr(value)}
+        return _spelled_out(value)
     depth = _depth + 1
     # The plain containers first, by exact type: the ABC checks below cost about a
     # microsecond each, for every nested value (headers as lists of pairs, for one).
@@ -350,6 +350,11 @@ def _from_object(value: Any, depth: int) -> Any:
             if len(_DUMP_OF) < 1024:
                 _DUMP_OF[type(value)] = method
             return _dumped(value, dump, depth)
+    return _spelled_out(value)
+
+
+def _spelled_out(value: Any) -> dict[str, str]:
+    """What to_jsonable() makes of a value it cannot convert: its type and repr."""
     return {"$type": _type_name(value), "$repr": _safe_repr(value)}
 
 
@@ -357,7 +362,7 @@ def _dumped(value: Any, dump: Callable[[], Any], depth: int) -> Any:
     try:
         return to_jsonable(dump(), depth)
     except Exception:  # noqa: BLE001 - a broken dump method: fall back to repr
-        return {"$type": _type_name(value), "$repr": _safe_repr(value)}
+        return _spelled_out(value)
 
 
 #: The serializer ``to_dict()`` uses when none is passed; ``shadowdeco.configure(serializer=...)``
