@@ -424,7 +424,7 @@ class Experiment:
                 self._drop_locked("copy_failed")
             return None
         job = Job(self, instance, snap_args, snap_kwargs, contextvars.copy_context())
-        job.t0 = time.perf_counter()
+        job.t0 = time.perf_counter_ns()
         return job
 
     def _submit(
@@ -439,7 +439,7 @@ class Experiment:
         The live observation is built later, off the live path; an error is reduced to its
         (type, message) now, so the traceback and its frames are not kept alive.
         """
-        job.t1 = time.perf_counter()
+        job.t1 = time.perf_counter_ns()
         if job.gen != self._generation:
             return  # begun before a fork, in the parent: counted as "fork" already
         job.live_value = value
@@ -535,7 +535,7 @@ class Experiment:
     # -- the emitter thread: compare, build, sink ---------------------------------------------
 
     def _emit(self, job: Job, obs: Observation) -> None:
-        duration = job.t1 - job.t0
+        duration = (job.t1 - job.t0) / 1e9  # whole nanoseconds: see seconds_since()
         if job.live_error is None:
             live = observation_of("ok", job.live_value, None, duration)
         else:
@@ -552,7 +552,7 @@ class Experiment:
         result = result_of(
             self.name,  # experiment
             f"{random.getrandbits(128):032x}",  # id: uuid4's shape at a tenth of its cost
-            time.time() - (time.perf_counter() - job.t0),  # started_at
+            time.time() - (time.perf_counter_ns() - job.t0) / 1e9,  # started_at (ns clock)
             job.key,
             live,
             obs,  # candidate

@@ -46,7 +46,7 @@ class Observation:
     value: Any = None
     #: ``(type qualified name, message)`` when the arm raised, else None.
     error: tuple[str, str] | None = None
-    #: seconds, measured with ``time.perf_counter()``.
+    #: seconds, measured in whole nanoseconds with ``time.perf_counter_ns()``.
     duration: float | None = None
 
     def to_dict(self, serializer: Serializer | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import decimal
@@ -228,6 +229,51 @@ def test_emitted_results_carry_ids_times_and_durations() -> None:
         assert (r.candidate.duration or -1) >= 0
         assert (r.queue_s or -1) >= 0
         assert abs(r.started_at - dt.datetime.now().timestamp()) < 3600
+
+
+def _whole_nanoseconds(seconds: float | None) -> bool:
+    """Written as whole nanoseconds: ``repr`` gives at most 9 decimals, not 17 digits of noise."""
+    assert seconds is not None
+    return seconds == round(seconds * 1e9) / 1e9
+
+
+def test_durations_are_whole_nanoseconds() -> None:
+    """Both durations and the queue time are counted in nanoseconds (perf_counter_ns), so the
+    JSON holds 2.346e-06 rather than 2.3456789012345e-06: shorter lines, faster to write."""
+    memory = sinks.Memory()
+
+    def failing(x: int) -> int:
+        raise ValueError(x)
+
+    @shadow(candidate=lambda x: x, sinks=[memory], name="ok")
+    def predict(x: int) -> int:
+        return x
+
+    @shadow(candidate=failing, sinks=[memory], name="raising")
+    def predict2(x: int) -> int:
+        return x
+
+    async def acandidate(x: int) -> int:
+        return x
+
+    @shadow(candidate=acandidate, sinks=[memory], name="async")
+    async def apredict(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        for i in range(20):
+            await apredict(i)
+        assert await apredict.shadow.aflush(10)
+
+    for i in range(20):
+        predict(i)
+        predict2(i)
+    asyncio.run(main())
+    shadowdeco.flush(10)
+    assert len(memory.results) == 60
+    for r in memory.results:
+        for seconds in (r.live.duration, r.candidate.duration, r.queue_s):
+            assert _whole_nanoseconds(seconds), (r.experiment, seconds)
 
 
 def test_a_float_comparator_gives_a_score() -> None:
