@@ -423,12 +423,14 @@ def _run_candidate(job: Job) -> Observation | None:
     executor = job.exp._executor
     if executor is not None:
         return _run_in_executor(job, executor, fn, args, kwargs)
-    outcome = call_timed(fn, args, kwargs)
-    if outcome[0] == "ok" and _is_coroutine(outcome[1]):
+    status, payload, duration = call_timed(fn, args, kwargs)
+    if status != "ok":
+        return observation_of("error", None, payload, duration)
+    if _is_coroutine(payload):
         # An async candidate of a sync live function: run it on the background loop,
         # holding this worker (so a concurrency slot) until it ends.
-        return _run_on_background_loop(job, outcome[1])
-    return observation(outcome)
+        return _run_on_background_loop(job, payload)
+    return observation_of("ok", payload, None, duration)  # observation(), checked already
 
 
 _tracer = trace.get_tracer("shadowdeco")
