@@ -12,9 +12,15 @@ work does take the GIL: here the calling thread (a shadowdeco lane worker) pickl
 once, writes it to an idle worker process over a pipe, and waits for the answer with the GIL
 released.  No feeder or manager threads, unlike ``concurrent.futures.ProcessPoolExecutor``.
 
+And how few times it needs the GIL back: while a live thread runs Python without pause, another
+thread gets the GIL only every switch interval (5 ms).  So :meth:`ProcessPool.call_each` sends
+a batch of calls in one message, and reads the answers as they arrive, every answer that has
+arrived in one read (POSIX; one message per answer elsewhere).
+
 Workers are reused between calls.  A worker that dies (a segfault, an OOM kill, ``os._exit``)
 fails only the call it was running, with ``BrokenProcessPool``; it is counted in
-``restarts`` and a fresh process takes its place for the next call.  Workers run ``nice``
+``restarts`` and a fresh process takes its place for the next call (and for the rest of its
+batch).  Workers run ``nice``
 steps (10 by default) below the parent's CPU priority: a shadow must not take CPU time from
 the live processes of a busy machine (``benchmarks/cpu_bound.py``, a competing process on the
 other core: live kept 0.86-0.98x at 10, 0.75-0.84x at 0).  The ``spawn`` start
@@ -28,20 +34,31 @@ import multiprocessing.connection
 import os
 import pickle
 import queue
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 __all__ = ["ProcessPool"]
 
 T = TypeVar("T")
+#: One call for :meth:`ProcessPool.call_each`: ``(fn, args, kwargs)``.
+Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+# A worker's answers travel back as length-prefixed frames written straight to the socket, so
+# the parent can take every answer that has arrived in one read: one GIL turn for several of
+# them.  Elsewhere (Windows pipes) each answer is one Connection message.
+_RAW: Final = os.name == "posix"
+_LENGTH: Final = struct.Struct("!Q")
+_READ: Final = 1 << 20
 
 
 def _serve(conn: multiprocessing.connection.Connection, nice: int) -> None:
-    """A worker process: lower its CPU priority by ``nice``, then run pickled calls until the
-    pipe closes."""
+    """A worker process: lower its CPU priority by ``nice``, then run batches of pickled calls
+    until the pipe closes, answering each call as it ends."""
     if nice and hasattr(os, "nice"):
         os.nice(nice)
     while True:
@@ -50,15 +67,44 @@ def _serve(conn: multiprocessing.connection.Connection, nice: int) -> None:
         except (EOFError, OSError):
             return
         try:
-            fn, args, kwargs = pickle.loads(data)  # noqa: S301 - our own parent wrote it
-            outcome: tuple[str, Any] = ("ok", fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - sent back to the caller, who re-raises it
-            outcome = ("raised", exc)
-        try:
-            reply = pickle.dumps(outcome)
-        except Exception as exc:  # noqa: BLE001 - an unpicklable value or exception
-            reply = pickle.dumps(("raised", TypeError(f"cannot send the result back: {exc}")))
-        conn.send_bytes(reply)
+            calls = pickle.loads(data)  # noqa: S301 - our own parent wrote it
+        except BaseException as exc:  # noqa: BLE001 - e.g. the candidate's module is missing here
+            _answer(conn, ("failed", exc))  # one answer for the whole batch
+            continue
+        for fn, args, kwargs in calls:
+            try:
+                outcome: tuple[str, Any] = ("returned", fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - sent back to the caller
+                outcome = ("raised", exc)
+            _answer(conn, outcome)
+            del outcome
+
+
+def _answer(conn: multiprocessing.connection.Connection, outcome: tuple[str, Any]) -> None:
+    try:
+        payload = pickle.dumps(outcome)
+    except Exception as exc:  # noqa: BLE001 - an unpicklable value or exception
+        payload = pickle.dumps(("raised", TypeError(f"cannot send the result back: {exc}")))
+    if not _RAW:
+        conn.send_bytes(payload)
+        return
+    view = memoryview(_LENGTH.pack(len(payload)) + payload)
+    fd = conn.fileno()
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class PoolClosed(RuntimeError):
+    """Raised for a call after :meth:`ProcessPool.shutdown` (a RuntimeError, as
+    ``concurrent.futures`` raises)."""
+
+
+class _Died(Exception):
+    """The worker process ended under a batch: the answers it gave before."""
+
+    def __init__(self, answers: list[tuple[str, Any]]) -> None:
+        super().__init__("a worker process died")
+        self.answers = answers
 
 
 class _Worker:
@@ -69,10 +115,47 @@ class _Worker:
         self.process.start()
         child.close()
 
-    def call(self, data: bytes) -> tuple[str, Any]:
+    def call_each(self, data: bytes, count: int) -> list[tuple[str, Any]]:
+        """Send a batch of ``count`` calls; their answers, in order (waiting with the GIL
+        released).  Raises :class:`_Died` if the process ends first."""
         self.conn.send_bytes(data)
-        reply: tuple[str, Any] = pickle.loads(self.conn.recv_bytes())  # noqa: S301 - our child
-        return reply
+        answers: list[tuple[str, Any]] = []
+        buffer = bytearray()
+        try:
+            while len(answers) < count:
+                for payload in self._receive(buffer):
+                    try:
+                        answer: tuple[str, Any] = pickle.loads(payload)  # noqa: S301 - our child
+                    except Exception as exc:  # noqa: BLE001 - e.g. an exception class missing here
+                        answer = ("raised", exc)
+                    if answer[0] == "failed":  # the batch did not unpickle in the worker
+                        return [("raised", answer[1])] * count
+                    answers.append(answer)
+        except (EOFError, OSError) as exc:
+            raise _Died(answers) from exc
+        return answers
+
+    def _receive(self, buffer: bytearray) -> list[bytes]:
+        """The next answers: every complete one that has arrived (at least one)."""
+        if not _RAW:
+            return [self.conn.recv_bytes()]
+        fd = self.conn.fileno()
+        while True:
+            payloads, used = [], 0
+            while len(buffer) - used >= _LENGTH.size:
+                (size,) = _LENGTH.unpack_from(buffer, used)
+                end = used + _LENGTH.size + size
+                if end > len(buffer):
+                    break
+                payloads.append(bytes(buffer[used + _LENGTH.size : end]))
+                used = end
+            del buffer[:used]
+            if payloads:
+                return payloads
+            chunk = os.read(fd, _READ)
+            if not chunk:
+                raise EOFError
+            buffer += chunk
 
     def stop(self) -> None:
         self.conn.close()
@@ -117,22 +200,44 @@ class ProcessPool(Executor):
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker process; block (GIL released) for it."""
-        data = pickle.dumps((fn, args, kwargs))  # once per call, in the caller
-        with self._slots:
-            worker = self._take()
-            try:
-                kind, value = worker.call(data)
-            except (EOFError, OSError) as exc:  # the worker died under the call
-                self._discard(worker, died=True)
-                raise BrokenProcessPool("a worker process died while running the call") from exc
-            except BaseException:
-                self._discard(worker, died=False)
-                raise
-            self._idle.put(worker)
+        kind, value = self.call_each([(fn, args, kwargs)])[0]
         if kind == "raised":
             raise value
         result: T = value
         return result
+
+    def call_each(self, calls: Sequence[Call]) -> list[tuple[str, Any]]:
+        """Run several calls in one worker process, one after another, sent in one message;
+        the answers are read as they arrive, several per read.
+
+        One answer per call, in order: ``("returned", value)`` or ``("raised", exception)``,
+        so a call that fails does not fail the others.  If the worker dies, the call it was
+        running gets ``BrokenProcessPool`` and the calls after it (not begun) run in a fresh
+        worker.  Raises what pickling the calls raises (then nothing ran), and
+        :class:`PoolClosed` (a ``RuntimeError``) after :meth:`shutdown`.
+        """
+        data = pickle.dumps(list(calls))  # once per batch, in the caller
+        with self._slots:
+            worker = self._take()
+            try:
+                answers = worker.call_each(data, len(calls))
+            except _Died as died:
+                self._discard(worker, died=True)
+                answers = died.answers
+            except BaseException:
+                self._discard(worker, died=False)
+                raise
+            else:
+                self._idle.put(worker)
+        if len(answers) < len(calls):  # the worker died running calls[len(answers)]
+            broken = BrokenProcessPool("a worker process died while running the call")
+            answers.append(("raised", broken))
+            rest = calls[len(answers) :]
+            try:
+                answers.extend(self.call_each(rest) if rest else [])
+            except PoolClosed as exc:  # shut down meanwhile
+                answers.extend([("raised", exc)] * len(rest))
+        return answers
 
     def _take(self) -> _Worker:
         try:
@@ -141,7 +246,7 @@ class ProcessPool(Executor):
             pass
         with self._lock:
             if self._closed:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+                raise PoolClosed("cannot schedule new futures after shutdown")
             worker = _Worker(self._context, self.nice)
             self._workers.add(worker)
             return worker
@@ -157,7 +262,7 @@ class ProcessPool(Executor):
         """The Executor interface: :meth:`call` on a helper thread."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+                raise PoolClosed("cannot schedule new futures after shutdown")
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(self.max_workers, "shadowdeco-pool")
             threads = self._threads

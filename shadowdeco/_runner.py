@@ -33,12 +33,12 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ._pool import ProcessPool
+from ._pool import PoolClosed, ProcessPool
 from ._result import Observation, error_of, observation_of
 
 if TYPE_CHECKING:
@@ -67,6 +67,11 @@ LINGER: Final = 0.001
 SLOW_JOB: Final = 100e-6
 STUCK: Final = 10 * sys.getswitchinterval()
 _ALPHA: Final = 1 / 16
+
+# The most jobs a lane sends to a ProcessPool worker in one message (see run_in_pool); fewer
+# when the candidate's runs are long against the timeout, since a batch's jobs run one after
+# another but their timeouts count from the batch's start.
+BATCH: Final = 64
 
 # Job states.  A job is settled exactly once (OPEN -> HANDED or DONE), which is what makes the
 # accounting exact when a worker, the timer and close() race for the same job.
@@ -469,9 +474,7 @@ def _run_in_executor(
         # GIL on the way.  A dead worker raises BrokenProcessPool: recorded like any error.
         try:
             return observation(executor.call(call_timed, fn, args, kwargs))
-        except RuntimeError as exc:
-            if isinstance(exc, BrokenExecutor):
-                return raised(exc, start)
+        except PoolClosed:
             return None  # the pool was shut down: the sample cannot run any more
         except BaseException as exc:  # noqa: BLE001 - an unpicklable candidate or inputs...
             return raised(exc, start)
@@ -492,6 +495,62 @@ def _run_in_executor(
     except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
         return raised(exc, start)
     return observation(outcome)
+
+
+def run_in_pool(jobs: list[Job], pool: ProcessPool) -> list[Observation | None]:
+    """Run several jobs' candidates in one message to a worker process.
+
+    A live thread that runs Python back to back hands the GIL to the lane's thread only when
+    the interpreter makes it (every switch interval, 5 ms), and a call to a worker process
+    takes three turns (send; read the answer's length; read the answer): one call at a time,
+    the shadow kept up with a tenth of such a live thread's calls.  A batch takes a few turns
+    for all the jobs that waited.  Each job is prepared in its own context copy, as
+    :func:`run_in_thread` does; a job the live call's span traces runs alone (its span covers
+    its own run).  None for a job that could not run (the pool is shut down).
+    """
+    observations: list[Observation | None] = [None] * len(jobs)
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+    batched: list[tuple[int, int]] = []  # (index in jobs, when it was prepared: perf_counter_ns)
+    for i, job in enumerate(jobs):
+        if job.ctx.run(candidate_span, job) is not None:
+            observations[i] = run_in_thread(job)
+            continue
+        start = time.perf_counter_ns()
+        prepared = job.ctx.run(_prepared, job, start)
+        if isinstance(prepared, Observation):
+            observations[i] = prepared
+        else:
+            calls.append((call_timed, prepared, {}))
+            batched.append((i, start))
+    if not calls:
+        return observations
+    try:
+        answers = pool.call_each(calls)
+    except BaseException:  # noqa: BLE001 - a call would not pickle: one by one, so only it fails
+        answers = [_one_call(pool, call) for call in calls]
+    for (i, start), (kind, value) in zip(batched, answers, strict=True):
+        if kind == "returned":
+            observations[i] = observation(value)
+        elif not isinstance(value, PoolClosed):  # closed: the sample cannot run any more
+            observations[i] = raised(value, start)
+    return observations
+
+
+def _prepared(job: Job, start: int) -> tuple[Any, ...] | Observation:
+    """``(fn, args, kwargs)`` for the job's candidate call, or the failure that stopped it."""
+    try:
+        return prepare_call(job)
+    except BaseException as exc:  # noqa: BLE001 - resolving / adapting is candidate work
+        return raised(exc, start)
+
+
+def _one_call(
+    pool: ProcessPool, call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+) -> tuple[str, Any]:
+    try:
+        return pool.call_each([call])[0]
+    except BaseException as exc:  # noqa: BLE001 - an unpicklable candidate or inputs
+        return "raised", exc
 
 
 def _run_on_background_loop(job: Job, coro: Coroutine[Any, Any, Any]) -> Observation:
@@ -563,6 +622,7 @@ class Lane:
         self.starts_seen = 0
         self.slow_share = 0.0  # a moving average of the runs that took SLOW_JOB or more
         self.slow = False
+        self.run_s = 0.0  # a candidate run's length lately (seconds): see batch_limit()
         self.watched = False  # the timer looks for a stuck worker while the queue waits
         self.tasks: dict[asyncio.Task[None], Job] = {}
         self.semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
@@ -660,57 +720,141 @@ class Lane:
 
     def _work(self) -> None:
         exp = self.exp
-        lock = exp._lock
-        perf_counter, perf_counter_ns = time.perf_counter, time.perf_counter_ns
+        step = self._run_batch if isinstance(exp._executor, ProcessPool) else self._run_one
         intake = Intake(self.queue)
         while True:
             try:
                 job = intake.take(IDLE_EXIT)
             except queue.Empty:
-                with lock:
+                with exp._lock:
                     if not self.queue.qsize() and self._leave_locked():
                         return
                 continue
-            with lock:
-                if job is None:  # told to stop (close / shutdown)
+            if job is None:  # told to stop (close / shutdown)
+                with exp._lock:
                     self._leave_locked(stopping=True)
-                    return
-                self.idle -= 1
-                self.left += 1
-                if job.state != OPEN:  # settled while it waited (close)
-                    self.idle += 1
-                    continue
-                now = perf_counter_ns()
-                job.started = started = now / 1e9  # perf_counter() time, for the timer
+                return
+            if step(job):
+                return
+            # An idle worker must not keep the last job (its inputs, sinks, files) alive.
+            del job
+
+    def _run_one(self, job: Job) -> bool:
+        """:meth:`_work`'s step: run one job's candidate on this thread.  True when this
+        worker is to end (it retires)."""
+        exp = self.exp
+        lock = exp._lock
+        with lock:
+            self.idle -= 1
+            self.left += 1
+            if job.state != OPEN:  # settled while it waited (close)
+                self.idle += 1
+                return False
+            now = time.perf_counter_ns()
+            job.started = started = now / 1e9  # perf_counter() time, for the timer
+            self.running.add(job)
+            self.starts += 1
+        job.queue_s = (now - job.t1) / 1e9  # seconds_since(), inlined
+        timeout = exp.timeout
+        if timeout is not None and started + timeout < timer.wake_at:
+            timer.poke()  # due before the timer's next look (it was idle)
+        retire = False
+        ran = math.inf  # a call that raised out of run_in_thread counts as slow
+        try:
+            obs = run_in_thread(job)
+            ran = time.perf_counter() - started
+            if obs is None:
+                exp._settle_drop(job, "shutdown")
+            else:
+                # A lane worker builds the result itself: one thread hand-off less per
+                # result (the emitter thread serves timeouts and async candidates).
+                exp._deliver(job, obs, here=True)
+        finally:
+            with lock:
+                self.running.discard(job)
+                self.idle += 1
+                self._record_locked(ran)
+                if not self.slow and not self.queue.qsize() and self.threads() > 1:
+                    retire = self._leave_locked()
+        return retire
+
+    def _run_batch(self, first: Job) -> bool:
+        """:meth:`_work`'s step for a ProcessPool candidate: ``first`` and the jobs waiting
+        behind it, up to :meth:`batch_limit`, in one message (:func:`run_in_pool`).  True when
+        this worker is to end (a stop marker came, or it retires)."""
+        exp = self.exp
+        pool = cast("ProcessPool", exp._executor)  # a lane's executor never changes
+        taken, stopping = self._waiting_behind(first)
+        with exp._lock:
+            self.idle -= 1
+            self.left += len(taken)
+            jobs = [job for job in taken if job.state == OPEN]  # not settled while it waited
+            now = time.perf_counter_ns()
+            started = now / 1e9  # perf_counter() time, for the timer
+            for job in jobs:
+                job.started = started
                 self.running.add(job)
-                self.starts += 1
-            job.queue_s = (now - job.t1) / 1e9  # seconds_since(), inlined
-            timeout = exp.timeout
-            if timeout is not None and started + timeout < timer.wake_at:
-                timer.poke()  # due before the timer's next look (it was idle)
-            retire = False
-            ran = math.inf  # a call that raised out of run_in_thread counts as slow
-            try:
-                obs = run_in_thread(job)
-                ran = perf_counter() - started
+            self.starts += len(jobs)
+        del taken
+        for job in jobs:
+            job.queue_s = (now - job.t1) / 1e9
+        timeout = exp.timeout
+        if jobs and timeout is not None and started + timeout < timer.wake_at:
+            timer.poke()
+        observations: list[Observation | None] = []
+        try:
+            if jobs:
+                observations = run_in_pool(jobs, pool)
+            for job, obs in zip(jobs, observations, strict=True):
                 if obs is None:
                     exp._settle_drop(job, "shutdown")
                 else:
-                    # A lane worker builds the result itself: one thread hand-off less per
-                    # result (the emitter thread serves timeouts and async candidates).
                     exp._deliver(job, obs, here=True)
-                del obs
-            finally:
-                with lock:
+        finally:
+            with exp._lock:
+                for i, job in enumerate(jobs):
                     self.running.discard(job)
-                    self.idle += 1
-                    self._record_locked(ran)
-                    if not self.slow and not self.queue.qsize() and self.threads() > 1:
-                        retire = self._leave_locked()
-            # An idle worker must not keep the last job (its inputs, sinks, files) alive.
-            del job
-            if retire:
-                return
+                    obs = observations[i] if i < len(observations) else None
+                    self._record_run_locked(math.inf if obs is None else obs.duration or 0.0)
+                self.idle += 1
+                if stopping:
+                    self._leave_locked(stopping=True)
+                elif not self.slow and not self.queue.qsize() and self.threads() > 1:
+                    stopping = self._leave_locked()
+        return stopping
+
+    def _waiting_behind(self, first: Job) -> tuple[list[Job], bool]:
+        """``first`` and the jobs queued behind it, up to :meth:`batch_limit`; True if a stop
+        marker came (the jobs taken run first)."""
+        taken = [first]
+        limit = self.batch_limit()
+        while len(taken) < limit:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return taken, True
+            taken.append(item)
+        return taken, False
+
+    def batch_limit(self) -> int:
+        """How many jobs one message to a worker process may carry: :data:`BATCH`, or fewer
+        so that a batch of runs as long as the longest lately takes at most half the timeout;
+        one until a run was measured."""
+        timeout = self.exp.timeout
+        if timeout is None:
+            return BATCH
+        if not self.run_s:
+            return 1
+        return max(1, min(BATCH, int(timeout / 2 / self.run_s)))
+
+    def _record_run_locked(self, duration: float) -> None:
+        """:meth:`_record_locked` for a batch's run, and the run length :meth:`batch_limit`
+        goes by: up at once with a long run, down slowly."""
+        self._record_locked(duration)
+        if duration != math.inf:
+            self.run_s = max(duration, self.run_s + (duration - self.run_s) * _ALPHA)
 
     def _record_locked(self, duration: float) -> None:
         """Fold one candidate run into the share of slow runs, which says whether the lane's

@@ -5,14 +5,18 @@ from __future__ import annotations
 import multiprocessing
 import operator
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import pytest
 from helpers import assert_adds_up
 
 import shadowdeco
 from shadowdeco import shadow, sinks
+from shadowdeco._runner import BATCH
 
 
 @pytest.fixture
@@ -162,3 +166,201 @@ def test_process_pool_workers_yield_the_cpu_to_live(nice: int | None) -> None:
         pool.shutdown()
     expected = 10 if nice is None else nice
     assert worker_nice == min(19, os.nice(0) + expected)
+
+
+# --------------------------------------------------------------------------------------------
+# ProcessPool batches: several calls in one message, answers read as they arrive
+
+
+def _unpicklable() -> object:
+    return threading.Lock()
+
+
+def test_a_process_pool_runs_a_batch_and_answers_each_call() -> None:
+    """call_each: one answer per call, in order; a call that fails fails alone."""
+    pool = shadowdeco.ProcessPool(1)
+    try:
+        answers = pool.call_each(
+            [
+                (pow, (2, 10), {}),
+                (operator.truediv, (1, 0), {}),
+                (_unpicklable, (), {}),
+                (divmod, (7, 2), {}),
+            ]
+        )
+    finally:
+        pool.shutdown()
+    assert [kind for kind, _ in answers] == ["returned", "raised", "raised", "returned"]
+    assert answers[0][1] == 1024
+    assert isinstance(answers[1][1], ZeroDivisionError)
+    assert isinstance(answers[2][1], TypeError)
+    assert "cannot send the result back" in str(answers[2][1])
+    assert answers[3][1] == (3, 1)
+
+
+def test_a_worker_that_dies_in_a_batch_fails_only_the_call_it_ran() -> None:
+    """The calls answered before stand, the one running gets BrokenProcessPool, and the ones
+    after it (not begun) run in a fresh worker."""
+    pool = shadowdeco.ProcessPool(1)
+    try:
+        answers = pool.call_each([(abs, (-1,), {}), (os._exit, (3,), {}), (abs, (-2,), {})])
+        assert pool.restarts == 1
+    finally:
+        pool.shutdown()
+    assert answers[0] == ("returned", 1)
+    assert answers[1][0] == "raised"
+    assert isinstance(answers[1][1], BrokenProcessPool)
+    assert answers[2] == ("returned", 2)
+
+
+def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
+    """A lane sends the jobs that queued while its worker process was busy as one batch, and
+    each gets its own result."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+    sizes: list[int] = []
+    entered = threading.Event()
+    call_each = pool.call_each
+
+    def spy(calls: Any) -> Any:
+        sizes.append(len(calls))
+        entered.set()
+        return call_each(calls)
+
+    pool.call_each = spy  # type: ignore[method-assign]
+    try:
+        # One worker thread: a second one (for a "stuck" first) would take half the queue.
+        @shadow(
+            candidate=operator.neg, executor=pool, sinks=[memory], timeout=None, max_concurrency=1
+        )
+        def predict(x: int) -> int:
+            return -x
+
+        pool._slots.acquire()  # the worker is busy: the first batch waits for it
+        try:
+            assert predict(0) == 0
+            assert entered.wait(10)
+            for i in range(1, 10):
+                assert predict(i) == -i
+        finally:
+            pool._slots.release()
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+    assert sizes == [1, 9]
+    assert sorted(r.candidate.value for r in memory.results) == sorted(-i for i in range(10))
+    assert all(r.match for r in memory.results)
+    assert_adds_up(predict.shadow.stats())
+
+
+def test_a_batch_takes_at_most_half_the_timeout() -> None:
+    """The batch size: the most (BATCH) without a timeout, one until a run was measured, and
+    then as many runs as fit in half the timeout, by the longest run lately."""
+    pool = shadowdeco.ProcessPool(1)
+    try:
+
+        @shadow(candidate=operator.neg, executor=pool, sinks=[], timeout=10.0)
+        def predict(x: int) -> int:
+            return -x
+
+        lane = predict.shadow._lane
+        assert lane.batch_limit() == 1
+        with predict.shadow._lock:
+            lane._record_run_locked(0.001)
+        assert lane.batch_limit() == BATCH
+        with predict.shadow._lock:
+            lane._record_run_locked(0.5)  # one long run counts at once
+        assert lane.batch_limit() == 10
+        with predict.shadow._lock:
+            lane._record_run_locked(0.001)  # and is forgotten slowly
+        assert lane.batch_limit() == 10
+        with predict.shadow._lock:
+            lane._record_run_locked(30.0)
+        assert lane.batch_limit() == 1
+        predict.shadow.timeout = None
+        assert lane.batch_limit() == BATCH
+    finally:
+        pool.shutdown()
+
+
+def test_an_unpicklable_input_fails_only_its_own_call_in_a_batch() -> None:
+    """When one job of a batch will not pickle, the batch goes one call at a time."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+    entered = threading.Event()
+    call_each = pool.call_each
+
+    def spy(calls: Any) -> Any:
+        entered.set()
+        return call_each(calls)
+
+    pool.call_each = spy  # type: ignore[method-assign]
+    try:
+
+        @shadow(candidate=repr, executor=pool, sinks=[memory], timeout=None, max_concurrency=1)
+        def predict(x: object) -> str:
+            return repr(x)
+
+        pool._slots.acquire()
+        try:
+            predict(0)
+            assert entered.wait(10)
+            predict(1)
+            predict(lambda: 0)  # copied as it is, but cannot be pickled
+            predict(2)
+        finally:
+            pool._slots.release()
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+    assert sorted(r.candidate.status for r in memory.results) == ["error", "ok", "ok", "ok"]
+    (failed,) = [r for r in memory.results if r.candidate.status == "error"]
+    assert "lambda" in failed.live.value
+    assert_adds_up(predict.shadow.stats())
+
+
+def test_a_traced_call_with_a_process_pool_candidate_links_to_the_live_span() -> None:
+    """A job the live call's span traces runs alone, in its context: the result carries the
+    live span's ids, as with the thread runner."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    memory = sinks.Memory()
+    provider = TracerProvider(shutdown_on_exit=False)
+    pool = shadowdeco.ProcessPool(1)
+    try:
+
+        @shadow(candidate=operator.neg, executor=pool, sinks=[memory])
+        def predict(x: int) -> int:
+            return -x
+
+        predict(1)  # untraced, for contrast
+        with provider.get_tracer("test").start_as_current_span("live") as live:
+            predict(2)
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+        provider.shutdown()
+    by_input = {r.live.value: r for r in memory.results}
+    assert by_input[-1].trace_id is None
+    context = live.get_span_context()
+    assert by_input[-2].trace_id == format(context.trace_id, "032x")
+    assert by_input[-2].span_id == format(context.span_id, "016x")
+    assert by_input[-2].candidate.value == -2
+
+
+def test_a_shut_down_process_pool_drops_its_samples_as_shutdown() -> None:
+    """Calls to a ProcessPool after its shutdown are dropped as shutdown, not recorded as
+    candidate errors; live carries on."""
+    pool = shadowdeco.ProcessPool(1)
+    pool.shutdown()
+
+    @shadow(candidate=operator.neg, executor=pool, sinks=[])
+    def predict(x: int) -> int:
+        return -x
+
+    assert [predict(i) for i in range(3)] == [0, -1, -2]
+    assert predict.shadow.flush(30)
+    stats = predict.shadow.stats()
+    assert (stats.sampled, stats.emitted, dict(stats.dropped)) == (3, 0, {"shutdown": 3})
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(abs, 1)
