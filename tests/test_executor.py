@@ -6,6 +6,7 @@ import multiprocessing
 import operator
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -198,19 +199,31 @@ def test_a_process_pool_runs_a_batch_and_answers_each_call() -> None:
     assert answers[3][1] == (3, 1)
 
 
-def test_a_worker_that_dies_in_a_batch_fails_only_the_call_it_ran() -> None:
-    """The calls answered before stand, the one running gets BrokenProcessPool, and the ones
-    after it (not begun) run in a fresh worker."""
+def test_a_worker_that_dies_in_a_batch_is_counted_and_replaced() -> None:
+    """The calls whose answers had not come back (the worker writes a batch's answers at its
+    end) get BrokenProcessPool; a fresh worker takes the next batch."""
     pool = shadowdeco.ProcessPool(1)
     try:
         answers = pool.call_each([(abs, (-1,), {}), (os._exit, (3,), {}), (abs, (-2,), {})])
         assert pool.restarts == 1
+        assert pool.call_each([(abs, (-3,), {})]) == [("returned", 3)]
     finally:
         pool.shutdown()
-    assert answers[0] == ("returned", 1)
-    assert answers[1][0] == "raised"
-    assert isinstance(answers[1][1], BrokenProcessPool)
-    assert answers[2] == ("returned", 2)
+    assert [kind for kind, _ in answers] == ["raised"] * 3
+    assert all(isinstance(value, BrokenProcessPool) for _, value in answers)
+
+
+def test_a_long_batch_writes_its_answers_as_it_goes() -> None:
+    """A worker writes the answers it has once 50 ms passed: when it dies later in the
+    batch, those answers stand."""
+    pool = shadowdeco.ProcessPool(1)
+    try:
+        answers = pool.call_each([(abs, (-1,), {}), (time.sleep, (0.1,), {}), (os._exit, (3,), {})])
+    finally:
+        pool.shutdown()
+    assert answers[:2] == [("returned", 1), ("returned", None)]
+    assert answers[2][0] == "raised"
+    assert isinstance(answers[2][1], BrokenProcessPool)
 
 
 def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
