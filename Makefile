@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/live_latency.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/cpu_bound.py
-	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/report.py --repeat 2
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py --threads 8 --calls 1000000
