@@ -561,6 +561,8 @@ def cpu_ratio(target: Target, targets: list[Target]) -> float:
     base = next(
         t for t in targets if t.config.server == target.config.server and t.config.label == BASELINE
     )
+    if not target.cpu_ms_per_request:  # it served nothing: its errors are listed at the end
+        return float("nan")
     return base.cpu_ms_per_request / target.cpu_ms_per_request
 
 
