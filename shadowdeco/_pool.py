@@ -20,11 +20,10 @@ worker writes their answers together (at the batch's end, or every 50 ms), read 
 Workers are reused between calls.  A worker that dies (a segfault, an OOM kill, ``os._exit``)
 fails the calls whose answers had not come back, with ``BrokenProcessPool`` (a lone call: only
 that one); it is counted in ``restarts`` and a fresh process takes its place for the next
-call.  Workers run ``nice``
-steps (10 by default) below the parent's CPU priority: a shadow must not take CPU time from
-the live processes of a busy machine (``benchmarks/cpu_bound.py``, a competing process on the
-other core: live kept 0.86-0.98x at 10, 0.75-0.84x at 0).  The ``spawn`` start
-method is the default: forking a process that runs threads is unsafe.
+call.  Workers run ``nice`` steps (10 by default) below the parent's CPU priority: a shadow
+must not take CPU time from the live processes of a busy machine (``benchmarks/cpu_bound.py``,
+a competing process on the other core: live kept 0.86-0.98x at 10, 0.75-0.84x at 0).  The
+``spawn`` start method is the default: forking a process that runs threads is unsafe.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ _WRITE_EVERY: Final = 0.05
 
 def _serve(conn: multiprocessing.connection.Connection, nice: int) -> None:
     """A worker process: lower its CPU priority by ``nice``, then run batches of pickled calls
-    until the pipe closes, answering each call as it ends."""
+    until the pipe closes; one answer per call, written together (see :data:`_WRITE_EVERY`)."""
     if nice and hasattr(os, "nice"):
         os.nice(nice)
     while True:
@@ -97,7 +96,8 @@ def _answer(outcome: tuple[str, Any]) -> bytes:
     try:
         return pickle.dumps(outcome)
     except Exception as exc:  # noqa: BLE001 - an unpicklable value or exception
-        return pickle.dumps(("raised", TypeError(f"cannot send the result back: {exc}")))
+        kind = "failed" if outcome[0] == "failed" else "raised"  # the parent counts on it
+        return pickle.dumps((kind, TypeError(f"cannot send the result back: {exc}")))
 
 
 def _write(conn: multiprocessing.connection.Connection, answers: list[bytes]) -> None:

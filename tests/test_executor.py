@@ -5,8 +5,11 @@ from __future__ import annotations
 import multiprocessing
 import operator
 import os
+import pickle
+import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -16,7 +19,7 @@ import pytest
 from helpers import assert_adds_up
 
 import shadowdeco
-from shadowdeco import shadow, sinks
+from shadowdeco import _pool, shadow, sinks
 from shadowdeco._runner import BATCH
 
 
@@ -377,3 +380,34 @@ def test_a_shut_down_process_pool_drops_its_samples_as_shutdown() -> None:
     assert (stats.sampled, stats.emitted, dict(stats.dropped)) == (3, 0, {"shutdown": 3})
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(abs, 1)
+
+
+def test_a_batch_the_worker_cannot_unpickle_fails_each_call() -> None:
+    """A candidate the worker process cannot import fails every call of its batch, and the
+    worker serves the next batch."""
+    module = types.ModuleType("shadowdeco_test_parent_only")
+    exec("def double(x):\n    return 2 * x\n", module.__dict__)  # noqa: S102 - a module only here
+    sys.modules[module.__name__] = module
+    pool = shadowdeco.ProcessPool(1)
+    try:
+        answers = pool.call_each([(module.double, (1,), {}), (module.double, (2,), {})])
+        assert [kind for kind, _ in answers] == ["raised", "raised"]
+        assert all(isinstance(value, ImportError) for _, value in answers)
+        assert pool.call_each([(abs, (-4,), {})]) == [("returned", 4)]
+        assert pool.restarts == 0
+    finally:
+        pool.shutdown()
+        del sys.modules[module.__name__]
+
+
+def test_a_failed_batch_stays_one_answer_when_its_error_will_not_pickle() -> None:
+    """The one answer for a batch that did not unpickle keeps its kind when the error itself
+    cannot be pickled: the parent counts on one answer for the whole batch."""
+
+    class Unpicklable(Exception):  # a local class: pickle cannot find it
+        pass
+
+    kind, error = pickle.loads(_pool._answer(("failed", Unpicklable("x"))))  # noqa: S301 - ours
+    assert kind == "failed"
+    assert isinstance(error, TypeError)
+    assert "cannot send the result back" in str(error)
