@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ._pool import PoolClosed, ProcessPool
+from ._pool import Call, PoolClosed, ProcessPool
 from ._result import Observation, error_of, observation_of
 
 if TYPE_CHECKING:
@@ -501,15 +501,15 @@ def run_in_pool(jobs: list[Job], pool: ProcessPool) -> list[Observation | None]:
     """Run several jobs' candidates in one message to a worker process.
 
     A live thread that runs Python back to back hands the GIL to the lane's thread only when
-    the interpreter makes it (every switch interval, 5 ms), and a call to a worker process
-    takes three turns (send; read the answer's length; read the answer): one call at a time,
-    the shadow kept up with a tenth of such a live thread's calls.  A batch takes a few turns
-    for all the jobs that waited.  Each job is prepared in its own context copy, as
-    :func:`run_in_thread` does; a job the live call's span traces runs alone (its span covers
-    its own run).  None for a job that could not run (the pool is shut down).
+    the interpreter makes it (every switch interval, 5 ms), and each turn switches the live
+    thread out.  One call per message took three turns (send; read the answer's length; read
+    the answer), and the shadow kept up with a tenth of such a live thread's calls; a batch
+    takes a few turns for all the jobs that waited.  Each job is prepared in its own context
+    copy, as :func:`run_in_thread` does; a job the live call's span traces runs alone (its
+    span covers its own run).  None for a job that could not run (the pool is shut down).
     """
     observations: list[Observation | None] = [None] * len(jobs)
-    calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+    calls: list[Call] = []
     batched: list[tuple[int, int]] = []  # (index in jobs, when it was prepared: perf_counter_ns)
     for i, job in enumerate(jobs):
         if job.ctx.run(candidate_span, job) is not None:
@@ -544,9 +544,7 @@ def _prepared(job: Job, start: int) -> tuple[Any, ...] | Observation:
         return raised(exc, start)
 
 
-def _one_call(
-    pool: ProcessPool, call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
-) -> tuple[str, Any]:
+def _one_call(pool: ProcessPool, call: Call) -> tuple[str, Any]:
     try:
         return pool.call_each([call])[0]
     except BaseException as exc:  # noqa: BLE001 - an unpicklable candidate or inputs
