@@ -139,10 +139,24 @@ IN_PROCESS_ROW = "middleware, 10 %"
 # Servers
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now and not given to another server of this run.
+
+    The kernel may give a probe's port again once the probe closed: two servers started at
+    once could then get the same one, the second fail to bind, and its readiness probe reach
+    the first, which then served both configurations (one make bench run ended with a row of
+    no CPU at all).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class Server:
@@ -480,6 +494,11 @@ def stop_targets(targets: list[Target]) -> list[str]:
     problems = []
     servers = [s for t in targets for s in t.servers]
     for server in servers:
+        if server.proc.poll() is not None:  # died before the stop: say how
+            problems.append(
+                f"{server.kind} on port {server.port} exited before the stop "
+                f"(code {server.proc.returncode}):\n{server.log_tail()}"
+            )
         server.terminate()
     for server in servers:
         try:

@@ -224,8 +224,8 @@ class ProcessPool(Executor):
         return result
 
     def call_each(self, calls: Sequence[Call]) -> list[tuple[str, Any]]:
-        """Run several calls in one worker process, one after another, sent in one message;
-        the answers are read as they arrive, several per read.
+        """Run several calls in one worker process, one after another, sent in one message
+        (blocking, the GIL released while it waits).
 
         One answer per call, in order: ``("returned", value)`` or ``("raised", exception)``,
         so a call that fails does not fail the others.  The worker writes its answers
