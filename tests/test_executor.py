@@ -173,7 +173,7 @@ def test_process_pool_workers_yield_the_cpu_to_live(nice: int | None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# ProcessPool batches: several calls in one message, answers read as they arrive
+# ProcessPool batches: several calls in one message, their answers written together
 
 
 def _unpicklable() -> object:
