@@ -50,7 +50,7 @@ def measure(
     """Each case's ratio to ``undecorated``: the median of per-round ratios (round-robin).
 
     Beside it, for reading: the share of the batch's candidate runs done by the time its last
-    live call returned (the rest wait in the queue: under steady load they would fill it).
+    live call returned (the rest still waited in the queue, and ran in the flush after it).
     """
     rates: dict[str, list[float]] = {name: [] for name in cases}
     done: dict[str, list[float]] = {name: [] for name in cases}

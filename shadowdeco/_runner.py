@@ -753,9 +753,7 @@ class Lane:
             self.running.add(job)
             self.starts += 1
         job.queue_s = (now - job.t1) / 1e9  # seconds_since(), inlined
-        timeout = exp.timeout
-        if timeout is not None and started + timeout < timer.wake_at:
-            timer.poke()  # due before the timer's next look (it was idle)
+        self._poke_if_due(started)
         retire = False
         ran = math.inf  # a call that raised out of run_in_thread counts as slow
         try:
@@ -772,8 +770,7 @@ class Lane:
                 self.running.discard(job)
                 self.idle += 1
                 self._record_locked(ran)
-                if not self.slow and not self.queue.qsize() and self.threads() > 1:
-                    retire = self._leave_locked()
+                retire = self._retire_locked()
         return retire
 
     def _run_batch(self, first: Job) -> bool:
@@ -796,9 +793,8 @@ class Lane:
         del taken
         for job in jobs:
             job.queue_s = (now - job.t1) / 1e9
-        timeout = exp.timeout
-        if jobs and timeout is not None and started + timeout < timer.wake_at:
-            timer.poke()
+        if jobs:
+            self._poke_if_due(started)
         observations: list[Observation | None] = []
         try:
             if jobs:
@@ -817,9 +813,23 @@ class Lane:
                 self.idle += 1
                 if stopping:
                     self._leave_locked(stopping=True)
-                elif not self.slow and not self.queue.qsize() and self.threads() > 1:
-                    stopping = self._leave_locked()
+                else:
+                    stopping = self._retire_locked()
         return stopping
+
+    def _poke_if_due(self, started: float) -> None:
+        """Wake the timer when jobs begun at ``started`` are due before its next look (it
+        was idle, or the timeout was shortened)."""
+        timeout = self.exp.timeout
+        if timeout is not None and started + timeout < timer.wake_at:
+            timer.poke()
+
+    def _retire_locked(self) -> bool:
+        """Take this idle worker off the lane when its candidates are fast, nothing waits
+        and another worker stays; True if it left."""
+        return (
+            not self.slow and not self.queue.qsize() and self.threads() > 1 and self._leave_locked()
+        )
 
     def _waiting_behind(self, first: Job) -> tuple[list[Job], bool]:
         """``first`` and the jobs queued behind it, up to :meth:`batch_limit`; True if a stop
