@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import unicodedata
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -769,6 +770,54 @@ def test_html_is_self_contained(tmp_path: Path) -> None:
     assert page.replace('xmlns="http://www.w3.org/2000/svg"', "").count("http") == 0
     for chart in ("latency", "distribution", "histogram", "agreement"):
         assert f'class="chart {chart}"' in page
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\r\u202eevil\x9b31m\x7f\nnext"
+
+
+def _hostile_log(tmp_path: Path) -> Path:
+    """Results whose experiment name, values, key and error message hold terminal escapes,
+    a bidirectional override and HTML."""
+    error = {"type": "ValueError", "message": f"<script>alert(1)</script>{HOSTILE}"}
+    return write(
+        tmp_path / "hostile.jsonl",
+        [
+            result(
+                i,
+                experiment=f"exp{HOSTILE}",
+                live=arm(f"<b>{HOSTILE}</b>"),
+                candidate=arm(status="error", error=error) if i % 2 else arm(HOSTILE),
+                key=f"user{HOSTILE}{i}",
+            )
+            for i in range(20)
+        ],
+    )
+
+
+def test_text_output_shows_control_characters_as_symbols(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Values, names and error messages from the log never send control characters (escape
+    sequences, carriage returns, bidi overrides) to the terminal: each shows as one visible
+    symbol, so columns stay aligned."""
+    code, out, _ = cli(capsys, _hostile_log(tmp_path), "--top", "5")
+    assert code == 0
+    hidden = {c for c in out if c != "\n" and unicodedata.category(c) == "Cc"}
+    assert hidden == set()
+    assert "\u202e" not in out
+    assert "\u241b]0;owned\u2407\u241b[2J\u240d" in out  # ESC, BEL, CR as control pictures
+    assert "exp\u241b" in out
+    status_rows = [line for line in out.splitlines() if line.startswith(("   ok ", "   error "))]
+    assert len({len(line) for line in status_rows[:2]}) == 1  # still aligned
+
+
+def test_html_escapes_hostile_values(tmp_path: Path) -> None:
+    """Markup in values, keys, names and error messages is shown as text, never run."""
+    page = report.render_html(build(_hostile_log(tmp_path)))
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;\u241b]0;owned" in page  # markup as text, the escape as its symbol
+    assert not {c for c in page if c != "\n" and unicodedata.category(c) == "Cc"}
 
 
 def test_docstring_examples_run() -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "signed",
     "spark",
     "table",
+    "visible",
     "when",
 ]
 
@@ -32,6 +33,28 @@ SPARKS: Final = "▁▂▃▄▅▆▇█"
 NONE: Final = "\u2013"
 #: The multiplication sign of a ratio.
 TIMES: Final = "\u00d7"
+
+
+# Characters a log may hold that would act on a terminal (or reorder what it shows) rather
+# than be shown: C0 and C1 controls and DEL, and the bidirectional marks, embeddings, overrides
+# and isolates.  Each becomes one visible character, so the columns of a table stay aligned:
+# a C0 control its Unicode control picture (ESC as "␛"), a line break "⏎", the rest "�".
+_VISIBLE: Final[dict[int, str]] = {
+    **{code: chr(0x2400 + code) for code in range(0x20)},
+    0x0A: "\u23ce",
+    0x7F: "\u2421",
+    **dict.fromkeys(range(0x80, 0xA0), "\ufffd"),
+    **dict.fromkeys([0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F)], "\ufffd"),
+    **dict.fromkeys(range(0x2066, 0x206A), "\ufffd"),
+}
+_VISIBLE_LINES: Final = {code: text for code, text in _VISIBLE.items() if code != 0x0A}
+
+
+def visible(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character as a visible symbol (see ``_VISIBLE``): what the
+    report prints from a log (values, names, error messages) cannot move the cursor, retitle
+    the window or reverse a line.  ``keep_newlines``: line breaks stay."""
+    return text.translate(_VISIBLE_LINES if keep_newlines else _VISIBLE)
 
 
 def count(n: int | None) -> str:

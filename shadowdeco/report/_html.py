@@ -30,6 +30,7 @@ from ._format import (
     plural,
     ratio,
     signed,
+    visible,
     when,
 )
 from ._model import Arm, Experiment, GroundTruth, Report
@@ -101,7 +102,7 @@ def render_html(report: Report) -> str:
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>shadowdeco report</title><style>{_CSS}</style></head><body>"
-        + "".join(body)
+        + visible("".join(body), keep_newlines=True)  # values may hold control characters
         + "</body></html>\n"
     )
 

@@ -24,6 +24,7 @@ from ._format import (
     signed,
     spark,
     table,
+    visible,
     when,
 )
 from ._model import Arm, Experiment, GroundTruth, Report
@@ -41,7 +42,8 @@ def render_text(report: Report) -> str:
         lines += ["", "No shadow results to report."]
     for experiment in report.experiments:
         lines += ["", *_experiment(experiment)]
-    return "\n".join(lines) + "\n"
+    # A line holds values from the log: none of their control characters reaches the terminal.
+    return "\n".join(map(visible, lines)) + "\n"
 
 
 def _header(report: Report) -> list[str]:
@@ -251,8 +253,7 @@ def _outputs(exp: Experiment) -> list[str]:
 
 
 def _cell(value: str, limit: int = 24) -> str:
-    text = value.replace("\n", "⏎")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _numeric(exp: Experiment) -> list[str]:
