@@ -55,7 +55,7 @@ class Observation:
             "value": _serialize(self.value, serializer),
             "error": None
             if self.error is None
-            else {"type": self.error[0], "message": self.error[1]},
+            else _serialize(_error_dict(self.error), serializer),
             "duration_s": self.duration,
         }
 
@@ -184,8 +184,10 @@ def _json_observation(obs: Observation, serializer: Serializer | None) -> str:
     error = obs.error
     if error is None:
         error_text = "null"
-    else:
+    elif serializer is None and default_serializer[0] is to_jsonable:  # returns it unchanged
         error_text = f'{{"type":{_json_plain(error[0])},"message":{_json_plain(error[1])}}}'
+    else:
+        error_text = _json_any(_serialize(_error_dict(error), serializer))
     return (
         f'{{"status":{_json_plain(obs.status)},"value":{_json_value(obs.value, serializer)},'
         f'"error":{error_text},"duration_s":{_json_number(obs.duration)}}}'
@@ -251,6 +253,12 @@ def error_of(exc: BaseException) -> tuple[str, str]:
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error itself
         message = f"<unprintable {cls.__qualname__}>"
     return name, message
+
+
+def _error_dict(error: tuple[str, str]) -> dict[str, str]:
+    """An arm's error as the JSON shape holds it, and as the serializer meets it: a redacting
+    serializer reaches the message (``KeyError(user_email)`` puts the address there)."""
+    return {"type": error[0], "message": error[1]}
 
 
 def _serialize(value: Any, serializer: Serializer | None) -> Any:

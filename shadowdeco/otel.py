@@ -310,8 +310,10 @@ def _value_attributes(result: ShadowResult) -> dict[str, AttributeValue]:
         obs = data[arm]
         if obs["status"] == "ok":
             attrs[f"shadowdeco.{arm}.value"] = _json(obs["value"])
-        if obs["error"] is not None:
-            attrs[f"shadowdeco.{arm}.error.message"] = _truncate(str(obs["error"]["message"]))
+        error = obs["error"]  # through the serializer: {"type", "message"}, or its own shape
+        if error is not None:
+            message = error.get("message") if isinstance(error, dict) else error
+            attrs[f"shadowdeco.{arm}.error.message"] = _truncate(str(message))
     for field in ("key", "inputs", "context"):
         if data[field] is not None:
             attrs[f"shadowdeco.{field}"] = _json(data[field])

@@ -9,6 +9,7 @@ import decimal
 import enum
 import json
 import math
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,98 @@ def test_a_custom_serializer_can_redact() -> None:
     d = make_result(live=Observation("ok", "secret", None, 0.1)).to_dict()
     assert d["live"]["value"] == "<redacted>"
     assert d["candidate"]["value"] == 1
+
+
+EMAIL = re.compile(r"[\w.]+@[\w.]+")
+
+
+def scrub(value: Any) -> Any:
+    """A redacting serializer: every e-mail address in every string, at any depth."""
+    value = to_jsonable(value)
+    if isinstance(value, str):
+        return EMAIL.sub("<email>", value)
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("process_wide", [True, False], ids=["configure", "sink"])
+def test_the_serializer_redacts_error_messages(process_wide: bool, tmp_path: Path) -> None:
+    """Error messages go through the serializer as ``{"type", "message"}``, so personal data
+    in ``str(exc)`` can be redacted like values; the line still says what was raised."""
+    if process_wide:
+        shadowdeco.configure(serializer=scrub)
+    jsonl = sinks.JsonLines(tmp_path / "r.jsonl", serializer=None if process_wide else scrub)
+
+    def candidate(user: str) -> str:
+        raise KeyError(f"no account for {user}")
+
+    @shadow(candidate=candidate, sinks=[jsonl])
+    def predict(user: str) -> str:
+        raise LookupError(f"{user} is unknown")
+
+    with pytest.raises(LookupError):
+        predict("ann@example.com")
+    assert predict.shadow.flush(10)
+    line = (tmp_path / "r.jsonl").read_text()
+    assert "ann@example.com" not in line
+    record = json.loads(line)
+    assert record["live"]["error"] == {"type": "LookupError", "message": "<email> is unknown"}
+    message = "'no account for <email>'"  # str() of a KeyError quotes its argument
+    assert record["candidate"]["error"] == {"type": "KeyError", "message": message}
+    failed = make_result(candidate=Observation("error", None, ("KeyError", "x@y.z"), 0.1))
+    assert json.loads(failed.to_json(scrub)) == failed.to_dict(scrub)
+    assert failed.to_dict(scrub)["candidate"]["error"] == {"type": "KeyError", "message": "<email>"}
+
+
+@dataclasses.dataclass
+class Email:
+    address: str
+
+
+def test_the_configured_serializer_redacts_recorded_inputs_by_type(tmp_path: Path) -> None:
+    """record_inputs converts the arguments with the process-wide serializer when they are
+    captured (before the candidate may change them): it meets them in their own types."""
+
+    def redact(value: Any) -> Any:
+        if isinstance(value, Email):
+            return "<redacted>"
+        if type(value) in (tuple, list):
+            return [redact(v) for v in value]
+        if type(value) is dict:
+            return {k: redact(v) for k, v in value.items()}
+        return to_jsonable(value)
+
+    shadowdeco.configure(serializer=redact)
+    memory, jsonl = sinks.Memory(), sinks.JsonLines(tmp_path / "r.jsonl")
+
+    @shadow(candidate=lambda who, **kw: None, record_inputs=True, sinks=[memory, jsonl])
+    def notify(who: Email, **kw: Any) -> None:
+        return None
+
+    notify(Email("ann@example.com"), cc=[Email("bob@example.com")], n=1)
+    assert notify.shadow.flush(10)
+    expected = {"args": ["<redacted>"], "kwargs": {"cc": ["<redacted>"], "n": 1}}
+    assert memory.results[0].inputs == expected
+    assert json.loads((tmp_path / "r.jsonl").read_text())["inputs"] == expected
+
+
+def test_inputs_are_left_out_unless_asked(tmp_path: Path) -> None:
+    """A default experiment records no inputs: not on the result, not in the line."""
+    memory, jsonl = sinks.Memory(), sinks.JsonLines(tmp_path / "r.jsonl")
+
+    @shadow(candidate=lambda row: row["id"], sinks=[memory, jsonl])
+    def predict(row: dict[str, str]) -> str:
+        return row["id"]
+
+    predict({"id": "1", "email": "ann@example.com"})
+    assert predict.shadow.flush(10)
+    assert memory.results[0].inputs is None
+    line = (tmp_path / "r.jsonl").read_text()
+    assert json.loads(line)["inputs"] is None
+    assert "ann@example.com" not in line
 
 
 def test_a_raising_serializer_still_leaves_a_record() -> None:
