@@ -67,7 +67,18 @@ def first_header(
 class Request:
     """A mirrored request, captured before the live app saw it."""
 
-    __slots__ = ("body", "headers", "method", "path", "query", "record_body", "scheme", "shown")
+    __slots__ = (
+        "body",
+        "headers",
+        "method",
+        "path",
+        "query",
+        "record_body",
+        "root",
+        "root_in_path",
+        "scheme",
+        "shown",
+    )
 
     def __init__(
         self,
@@ -80,9 +91,16 @@ class Request:
         scheme: str = "http",
         record_body: bool = False,
         shown: tuple[tuple[str, str], ...] = (),
+        root: str = "",
+        root_in_path: bool = True,
     ) -> None:
         self.method = method
         self.path = path
+        #: where the app is mounted (WSGI ``SCRIPT_NAME``, ASGI ``root_path``), as the server
+        #: gave it: ``path`` begins with it, quoted; an in-process candidate is mounted there too
+        self.root = root
+        #: ASGI: the live scope's ``path`` held the root (uvicorn, Starlette's Mount) or not
+        self.root_in_path = root_in_path
         self.query = query
         #: lower-case names, in order; repeated headers stay repeated
         self.headers = headers
@@ -345,9 +363,7 @@ class Settings:
         deny_headers: Iterable[str],
         forward_credentials: bool,
     ) -> None:
-        if isinstance(methods, str):
-            raise TypeError(f"methods must be a collection of HTTP methods, got {methods!r}")
-        self.methods = frozenset(m.upper() for m in methods)
+        self.methods = frozenset(m.upper() for m in _strings("methods", methods, "HTTP methods"))
         if not self.methods or not all(m.isalpha() for m in self.methods):
             raise ValueError(f"methods must name HTTP methods, got {methods!r}")
         for param, value in (("max_body", max_body), ("max_response_body", max_response_body)):
@@ -363,8 +379,10 @@ class Settings:
         self.forward_credentials = forward_credentials
         #: headers recorded on results (None: all but credentials)
         self.headers = None if headers is None else _names("headers", headers)
-        # Never recorded: credentials, and the cookies a response sets.
-        self.deny_headers = _names("deny_headers", deny_headers) | CREDENTIALS | {"set-cookie"}
+        #: never sent to a URL candidate, whatever forward_credentials says
+        self.withheld = _names("deny_headers", deny_headers)
+        # Never recorded: those, credentials, and the cookies a response sets.
+        self.deny_headers = self.withheld | CREDENTIALS | {"set-cookie"}
 
     def _key(self) -> tuple[Any, ...]:
         return (
@@ -409,20 +427,27 @@ class Settings:
             name = key.lower()
             if name in _HOP_BY_HOP or name in listed or name == SHADOW_HEADER:
                 continue
-            if name in CREDENTIALS and not self.forward_credentials:
-                continue
-            if name in self.deny_headers and name not in CREDENTIALS:
+            if name in self.withheld or (name in CREDENTIALS and not self.forward_credentials):
                 continue
             out.append((name, value))
         out.append((SHADOW_HEADER, "1"))
         return out
 
 
+def _strings(param: str, values: object, what: str) -> list[str]:
+    """``values`` as a list of strings, or a TypeError naming ``param``: a string alone, a
+    non-iterable or an item that is not a string is not a collection of ``what``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{param} must be a collection of {what}, got {values!r}")
+    out = list(values)
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError(f"{param} must hold {what} as strings, got {values!r}")
+    return out
+
+
 def _names(param: str, names: Iterable[str]) -> frozenset[str]:
-    if isinstance(names, str):
-        raise TypeError(f"{param} must be a collection of header names, got {names!r}")
-    out = frozenset(n.lower() for n in names)
-    if not all(isinstance(n, str) and n for n in out):
+    out = frozenset(n.lower() for n in _strings(param, names, "header names"))
+    if not all(out):
         raise ValueError(f"{param} must hold non-empty header names, got {names!r}")
     return out
 
@@ -496,15 +521,18 @@ class UrlCandidate:
     connection per worker thread, ``timeout`` seconds per request."""
 
     def __init__(self, base_url: str, settings: Settings, timeout: float | None) -> None:
-        parts = urllib.parse.urlsplit(base_url)
+        shape = f"candidate URL must be http(s)://host[:port][/base], got {base_url!r}"
+        try:
+            parts = urllib.parse.urlsplit(base_url)
+            port = parts.port  # checked here: a bad port raises on first access
+        except ValueError as exc:  # "[::1", ":notaport", ":99999"
+            raise ValueError(f"{shape} ({exc})") from None
         if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(
-                f"candidate URL must be http(s)://host[:port][/base], got {base_url!r}"
-            )
+            raise ValueError(shape)
         self.base_url = base_url
         self._https = parts.scheme == "https"
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = port
         self._base = parts.path.rstrip("/")
         self._settings = settings
         self._timeout = timeout if timeout is not None and math.isfinite(timeout) else None

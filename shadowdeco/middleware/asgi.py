@@ -135,10 +135,15 @@ class ShadowASGIMiddleware(Mirror):
         watcher = _Response(exp, job, self.settings, send, asyncio.get_running_loop())
         try:
             await self.app(scope, replay, watcher.send)
+        except asyncio.CancelledError:  # the server gave up on the request: the client left
+            watcher.abandon("incomplete_response")
+            raise
         except BaseException as exc:
             watcher.finish(exc)
             raise
-        watcher.finish(None)
+        # Returned before its last body message (a streaming response whose client left):
+        # a partial body would compare as a false mismatch.  Finished already otherwise.
+        watcher.abandon("incomplete_response")
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def observed() -> Message:
@@ -162,15 +167,18 @@ def _request(scope: Scope, body: bytes, settings: Settings) -> Request:
         path = urllib.parse.quote(scope.get("path", "/").encode("utf-8"), safe="/:@!$&'()*+,;=-._~")
     root = scope.get("root_path", "")
     headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
+    root_in_path = path.startswith(root)
     return Request(
         scope["method"],
-        path if path.startswith(root) else root + path,
+        path if root_in_path else root + path,
         scope.get("query_string", b"").decode("latin-1"),
         headers,
         body,
         scheme=scope.get("scheme", "http"),
         record_body=settings.record_body,
         shown=tuple(settings.chosen(headers)),
+        root=root,
+        root_in_path=root_in_path,
     )
 
 
@@ -191,8 +199,14 @@ async def _read_body(scope: Scope, receive: Receive, max_body: int) -> tuple[byt
         return "body_too_large", receive  # not read at all
     size = 0
     reason: str | None = None
+    failure: list[Exception] = []  # what receive() raised, for the live app to meet too
     while True:
-        message = await receive()
+        try:
+            message = await receive()
+        except Exception as exc:  # noqa: BLE001 - e.g. the connection reset mid-body
+            failure.append(exc)
+            reason = "incomplete_body"
+            break
         messages.append(message)
         if message["type"] != "http.request":  # http.disconnect: the client went away
             reason = "incomplete_body"
@@ -207,6 +221,8 @@ async def _read_body(scope: Scope, receive: Receive, max_body: int) -> tuple[byt
     async def replay() -> Message:
         if messages:
             return messages.pop(0)
+        if failure:
+            raise failure.pop()
         return await receive()
 
     if reason is not None:
@@ -229,7 +245,11 @@ class _Response(LiveResponse):
         self._send = send
 
     async def send(self, message: Message) -> None:
-        await self._send(message)  # first the client, then our bookkeeping
+        try:
+            await self._send(message)  # first the client, then our bookkeeping
+        except BaseException:  # the client is gone: what it got is no whole response
+            self.abandon("incomplete_response")
+            raise
         kind = message.get("type")
         if kind == "http.response.start":
             self.status = message["status"]
@@ -251,6 +271,8 @@ class ASGICandidate:
 
     async def __call__(self, request: Request) -> HttpResponse:
         path, _, _ = request.path.partition("?")
+        if not request.root_in_path:  # as live got it: the path below the root
+            path = path[len(request.root) :]
         scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -260,7 +282,7 @@ class ASGICandidate:
             "path": _unquote(path),
             "raw_path": path.encode("latin-1"),
             "query_string": request.query.encode("latin-1"),
-            "root_path": "",
+            "root_path": request.root,  # mounted where live was
             "headers": [
                 (k.encode("latin-1"), v.encode("latin-1"))
                 for k, v in request.headers

@@ -135,8 +135,11 @@ class ShadowWSGIMiddleware(Mirror):
         if type(app_iter) in (list, tuple):
             # A complete body already: hand it back as it is, so the server can still
             # compute Content-Length from len() (wsgiref, Django's runserver).
-            for chunk in app_iter:
-                response.body.add(chunk)
+            try:
+                for chunk in app_iter:
+                    response.body.add(chunk)
+            except Exception as exc:  # noqa: BLE001 - not bytes: the server fails on it, not us
+                response.finish(exc)
             response.finish(None)
             return app_iter
         return _ClosingIterator(app_iter, response)
@@ -152,7 +155,8 @@ def _request(environ: Environ, method: str, body: bytes, settings: Settings) -> 
     if environ.get("CONTENT_LENGTH"):
         headers.append(("content-length", environ["CONTENT_LENGTH"]))
     # PATH_INFO is bytes decoded as latin-1 (PEP 3333): quote it back into a URL path.
-    raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    root = environ.get("SCRIPT_NAME", "")
+    raw = (root + environ.get("PATH_INFO", "")).encode("latin-1")
     return Request(
         method,
         urllib.parse.quote(raw, safe="/:@!$&'()*+,;=-._~"),
@@ -162,6 +166,7 @@ def _request(environ: Environ, method: str, body: bytes, settings: Settings) -> 
         scheme=environ.get("wsgi.url_scheme", "http"),
         record_body=settings.record_body,
         shown=tuple(settings.chosen(headers)),
+        root=root,
     )
 
 
@@ -276,7 +281,10 @@ class _ClosingIterator:
         response = self._response
         try:
             for chunk in self._app_iter:
-                response.body.add(chunk)
+                try:
+                    response.body.add(chunk)
+                except Exception as exc:  # noqa: BLE001 - not bytes: the server fails on it, not us
+                    response.finish(exc)
                 yield chunk
         except GeneratorExit:  # the server stopped early (the client went away): not an error
             raise
@@ -343,10 +351,11 @@ class WSGICandidate:
 
 def _environ(request: Request) -> Environ:
     path = urllib.parse.unquote_to_bytes(request.path).decode("latin-1")
+    root = request.root if path.startswith(request.root) else ""  # mounted where live was
     environ: Environ = {
         "REQUEST_METHOD": request.method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
+        "SCRIPT_NAME": root,
+        "PATH_INFO": path[len(root) :],
         "QUERY_STRING": request.query,
         "SERVER_NAME": "shadowdeco",
         "SERVER_PORT": "80",

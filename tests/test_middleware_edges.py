@@ -1,0 +1,304 @@
+"""The middleware at the edges: mounted apps, requests and responses that fail midway, a
+candidate swapped while serving, header rules that overlap, and options that are wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from http_helpers import AsgiClient, CandidateServer, body_messages, call_wsgi, http_scope
+from http_helpers import make_environ as environ_of
+
+import shadowdeco
+from shadowdeco import sinks
+from shadowdeco.middleware import ShadowASGIMiddleware, ShadowWSGIMiddleware
+
+_names = itertools.count()
+
+
+def wsgi(app: Any, candidate: Any, memory: sinks.Memory, **options: Any) -> ShadowWSGIMiddleware:
+    return ShadowWSGIMiddleware(
+        app, candidate, name=f"edge-wsgi-{next(_names)}", sinks=[memory], **options
+    )
+
+
+def asgi(app: Any, candidate: Any, memory: sinks.Memory, **options: Any) -> ShadowASGIMiddleware:
+    return ShadowASGIMiddleware(
+        app, candidate, name=f"edge-asgi-{next(_names)}", sinks=[memory], **options
+    )
+
+
+def serve(app: ShadowASGIMiddleware, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """One ASGI call on a loop that stays open until the mirror is done (it runs there)."""
+
+    async def call() -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            assert await app.shadow.aflush(10)
+
+    asyncio.run(call())
+
+
+def adds_up(exp: shadowdeco.Experiment) -> shadowdeco.Stats:
+    stats = exp.stats()
+    assert stats.sampled == stats.emitted + sum(stats.dropped.values()) + stats.in_flight
+    return stats
+
+
+@pytest.fixture
+def memory() -> sinks.Memory:
+    return sinks.Memory()
+
+
+@pytest.fixture
+def candidate_server() -> Iterator[CandidateServer]:
+    server = CandidateServer()
+    thread = threading.Thread(target=server.serve_forever, name="candidate-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.gate.set()
+        shadowdeco.shutdown(timeout=5)
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+# --------------------------------------------------------------------------------------------
+# Apps mounted under a prefix
+
+
+def where_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answers with how it was mounted; 404 unless its own path is /predict."""
+    found = environ["PATH_INFO"] == "/predict"
+    start_response("200 OK" if found else "404 Not Found", [("Content-Type", "text/plain")])
+    return [f"{environ.get('SCRIPT_NAME', '')}|{environ['PATH_INFO']}".encode("latin-1")]
+
+
+def test_a_mounted_wsgi_app_keeps_its_mount_point_in_the_candidate(memory: sinks.Memory) -> None:
+    """SCRIPT_NAME and PATH_INFO reach an in-process candidate split as live got them; the
+    result records the whole path."""
+    app = wsgi(where_app, where_app, memory)
+    environ = environ_of("GET", "/predict")
+    environ["SCRIPT_NAME"] = "/api"
+    live = call_wsgi(app, environ)
+    assert app.shadow.flush(10)
+    (result,) = memory.results
+    assert live.body == b"/api|/predict"
+    assert result.candidate.value.status == 200
+    assert result.candidate.value.body == b"/api|/predict"
+    assert result.match is True
+    assert result.inputs["args"][0]["path"] == "/api/predict"
+
+
+async def where_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with root_path and path; 404 unless the path below the root is /predict."""
+    root, path = scope.get("root_path", ""), scope["path"]
+    found = path.removeprefix(root) == "/predict"
+    await send({"type": "http.response.start", "status": 200 if found else 404, "headers": []})
+    await send({"type": "http.response.body", "body": f"{root}|{path}".encode()})
+
+
+@pytest.mark.parametrize("full_path", [True, False], ids=["path-with-root", "path-below-root"])
+def test_a_mounted_asgi_app_keeps_its_root_path_in_the_candidate(
+    memory: sinks.Memory, full_path: bool
+) -> None:
+    """root_path reaches an in-process candidate as live got it (uvicorn --root-path and
+    Starlette's Mount put the root in path too; older servers did not)."""
+    app = asgi(where_asgi, where_asgi, memory)
+    scope = http_scope("GET", "/api/predict" if full_path else "/predict")
+    scope["root_path"] = "/api"
+    client = AsgiClient(body_messages(b""))
+    serve(app, scope, client.receive, client.send)
+    (result,) = memory.results
+    assert client.status == 200
+    assert result.candidate.value.status == 200
+    assert result.candidate.value.body == client.body
+    assert result.match is True
+    assert result.inputs["args"][0]["path"] == "/api/predict"
+
+
+# --------------------------------------------------------------------------------------------
+# Requests and responses that fail midway
+
+
+def bad_list_app(environ: dict[str, Any], start_response: Any) -> list[Any]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["not bytes"]  # an app bug: the server would fail on it too
+
+
+def bad_generator_app(environ: dict[str, Any], start_response: Any) -> Iterator[Any]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield "not bytes"
+
+
+@pytest.mark.parametrize("app", [bad_list_app, bad_generator_app])
+def test_a_body_that_is_not_bytes_reaches_the_server_and_settles_the_sample(
+    memory: sinks.Memory, app: Any
+) -> None:
+    """The server gets the very chunks the app made (and fails on them as it would without
+    the middleware); the sample is settled with live's error, not left in flight for every
+    flush to wait on."""
+    wrapped = wsgi(app, app, memory)
+    assert call_wsgi(wrapped, environ_of("GET", "/")).chunks == ["not bytes"]
+    assert wrapped.shadow.flush(10)
+    stats = adds_up(wrapped.shadow)
+    assert (stats.sampled, stats.emitted, stats.in_flight) == (1, 1, 0)
+    assert memory.results[0].live.status == "error"
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def reading_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole body; answers 400 if reading fails, as frameworks do."""
+    try:
+        while True:
+            message = await receive()
+            if not message.get("more_body"):
+                break
+    except ClientGone:
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"live handled it"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_a_receive_that_raises_mid_body_reaches_the_live_app(memory: sinks.Memory) -> None:
+    """The live app gets the messages read so far, then the same exception, exactly as
+    without the middleware; the sample is counted as incomplete_body."""
+    app = asgi(reading_app, reading_app, memory)
+    incoming = body_messages(b"part one, ", b"part two")[:1]
+    handed: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if incoming:
+            handed.append(incoming.pop(0))
+            return handed[-1]
+        raise ClientGone("connection reset while reading the body")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    serve(app, http_scope("POST", "/"), receive, send)
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b"live handled it"
+    stats = adds_up(app.shadow)
+    assert dict(stats.dropped) == {"incomplete_body": 1}
+    assert memory.results == []
+
+
+async def streaming_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for part in (b"one ", b"two ", b"three"):
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class Disconnected(Exception):
+    pass
+
+
+def test_an_asgi_response_cut_short_is_counted_not_compared(memory: sinks.Memory) -> None:
+    """A client that goes away mid-response leaves a partial live body: it would compare as
+    a false mismatch, so it is counted as incomplete_response (as for WSGI)."""
+    app = asgi(streaming_app, streaming_app, memory)
+    client = AsgiClient(body_messages(b""))
+    chunks = 0
+
+    def on_send(message: dict[str, Any]) -> None:
+        nonlocal chunks
+        if message["type"] == "http.response.body":
+            chunks += 1
+            if chunks == 2:
+                raise Disconnected  # the server's send fails: the client is gone
+
+    client.on_send = on_send
+    with pytest.raises(Disconnected):
+        serve(app, http_scope("GET", "/"), client.receive, client.send)
+    assert dict(adds_up(app.shadow).dropped) == {"incomplete_response": 1}
+    assert memory.results == []
+
+
+async def returns_early_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Stops after the first chunk (a server that swallowed the disconnect)."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"one ", "more_body": True})
+
+
+def test_an_asgi_app_that_returns_mid_response_is_counted_not_compared(
+    memory: sinks.Memory,
+) -> None:
+    """The app returned without its final body message: the response is incomplete."""
+    app = asgi(returns_early_app, streaming_app, memory)
+    client = AsgiClient(body_messages(b""))
+    serve(app, http_scope("GET", "/"), client.receive, client.send)
+    assert client.body == b"one "
+    assert dict(adds_up(app.shadow).dropped) == {"incomplete_response": 1}
+    assert memory.results == []
+
+
+# --------------------------------------------------------------------------------------------
+# Headers
+
+
+def test_deny_headers_withhold_a_credential_that_forward_credentials_lets_through(
+    memory: sinks.Memory, candidate_server: CandidateServer
+) -> None:
+    """forward_credentials=True forwards Authorization and Cookie, except the ones
+    deny_headers names: deny wins."""
+    app = wsgi(
+        where_app,
+        candidate_server.url,
+        memory,
+        forward_credentials=True,
+        deny_headers=["cookie", "x-secret"],
+    )
+    headers = [("Authorization", "Bearer t"), ("Cookie", "session=1"), ("X-Secret", "s")]
+    call_wsgi(app, environ_of("GET", "/predict", headers=headers))
+    (seen,) = candidate_server.wait_for(1)
+    assert seen.header("authorization") == "Bearer t"
+    assert seen.header("cookie") is None
+    assert seen.header("x-secret") is None
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"methods": None}, "methods"),
+        ({"methods": [1]}, "methods"),
+        ({"methods": "GET"}, "methods"),
+        ({"headers": [1]}, "headers"),
+        ({"deny_headers": None}, "deny_headers"),
+        ({"deny_headers": [b"x-a"]}, "deny_headers"),
+    ],
+)
+def test_bad_header_and_method_options_name_the_parameter(
+    options: dict[str, Any], param: str
+) -> None:
+    for middleware in (ShadowWSGIMiddleware, ShadowASGIMiddleware):
+        with pytest.raises((TypeError, ValueError), match=param):
+            middleware(where_app, where_app, name=f"edge-bad-{next(_names)}", **options)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:notaport", "http://[::1", "http://127.0.0.1:99999"]
+)
+def test_a_bad_candidate_url_names_the_parameter_and_the_value(url: str) -> None:
+    with pytest.raises(ValueError, match="candidate") as info:
+        ShadowWSGIMiddleware(where_app, url, name=f"edge-url-{next(_names)}")
+    assert url in str(info.value)
