@@ -62,6 +62,7 @@ from ._runner import (
     log_failure,
     start_task,
     stop_background_loop,
+    timer,
 )
 from .sinks import Logging, as_emit
 
@@ -259,6 +260,8 @@ class Experiment:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, got {name!r}")
         self.name: Final = name
+        #: checks (and, for the middleware, wraps) a candidate given here or set later
+        self._make_candidate: Callable[[Any], Any] = _check_candidate
         self._candidate = _check_candidate(candidate)
         self._sample_value = sample
         self._sampler = _sampling.coerce(sample, param="sample")
@@ -270,7 +273,7 @@ class Experiment:
             as_emit(sink)  # fails here, at decoration, for what is not a sink
         self._compare_value = compare
         self._comparator = _compare.coerce(compare, param="compare")
-        self.timeout = _check_timeout(timeout)
+        self._timeout = _check_timeout(timeout)
         self._max_concurrency = _check_positive_int("max_concurrency", max_concurrency)
         self.max_queue: Final = _check_positive_int("max_queue", max_queue)
         self._copy_value = copy_inputs
@@ -301,6 +304,9 @@ class Experiment:
         self._active = False
         self._reset_counters()
         self._refresh()
+        # What a second decoration under this name must agree with: the settings as given,
+        # not as changed since while serving (a config file's sample, a swapped candidate).
+        self._as_decorated = self._settings()
 
     def _reset_counters(self) -> None:
         self._sampled = 0  # under the live lock, as is the lane's admitted count
@@ -366,7 +372,18 @@ class Experiment:
 
     @candidate.setter
     def candidate(self, value: Any) -> None:
-        self._candidate = _check_candidate(value)
+        self._candidate = self._make_candidate(value)
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a candidate may run before its result is a timeout (None: no limit)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = _check_timeout(value)
+        if self._lane.running:  # a shorter timeout may be due before the timer's next look
+            timer.poke()
 
     @property
     def max_concurrency(self) -> int:
@@ -768,7 +785,7 @@ class Experiment:
             if "sinks" in changes:
                 self._sinks = tuple(changes["sinks"])
             if "timeout" in changes:
-                self.timeout = _check_timeout(changes["timeout"])
+                self.timeout = changes["timeout"]
             if "enabled" in changes:
                 self.enabled = changes["enabled"]
             yield
@@ -875,7 +892,7 @@ def register(exp: Experiment) -> Experiment:
     with _state.lock:
         existing = _state.registry.get(exp.name)
         if existing is not None:
-            if existing._settings() != exp._settings():
+            if existing._as_decorated != exp._as_decorated:
                 raise ValueError(
                     f"name {exp.name!r} is already used by an experiment with other settings; "
                     "choose another name or close() the first"
@@ -893,10 +910,12 @@ def _unregister(exp: Experiment) -> None:
             del _state.registry[exp.name]
 
 
-def _close_unused_sinks(sinks: Iterable[Any]) -> None:
-    """Close the sinks that no registered experiment (nor the defaults) uses any more."""
+def _close_unused_sinks(sinks: Iterable[Any], *, keep_defaults: bool = True) -> None:
+    """Close the sinks that no registered experiment (nor, with ``keep_defaults``, the
+    process-wide defaults) uses any more."""
     in_use = {id(s) for exp in experiments() for s in exp._sinks_now()}
-    in_use.update(id(s) for s in _state.default_sinks or ())
+    if keep_defaults:
+        in_use.update(id(s) for s in _state.default_sinks or ())
     for sink in sinks:
         if id(sink) in in_use:
             continue
@@ -946,7 +965,7 @@ def shutdown(timeout: float | None = 5.0) -> None:
     # Each experiment closed the sinks no other one uses; what is left are the process-wide
     # defaults: stop every worker (they drain first), then close those.
     stop_workers(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    _close_unused_sinks(_state.default_sinks or ())
+    _close_unused_sinks(_state.default_sinks or (), keep_defaults=False)
     with _state.lock:
         watcher, _state.config = _state.config, None
     if watcher is not None:
@@ -1065,7 +1084,7 @@ class _ConfigWatcher:
                 self._seen = None
                 log.info("shadowdeco: config file %s not found; code settings apply", self.path)
                 return False
-            except (OSError, ValueError, TypeError) as exc:
+            except (OSError, ValueError, TypeError, RecursionError) as exc:  # too deep JSON
                 log.error(  # noqa: TRY400 - one line per broken file, not a traceback
                     "shadowdeco: config file %s ignored (%s); the last good config stays",
                     self.path,

@@ -125,6 +125,56 @@ def test_a_mounted_asgi_app_keeps_its_root_path_in_the_candidate(
 
 
 # --------------------------------------------------------------------------------------------
+# A candidate swapped while serving
+
+
+def tagged_app(tag: bytes) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [tag]
+
+    return app
+
+
+def test_a_wsgi_candidate_can_be_swapped_for_an_app_or_a_url(
+    memory: sinks.Memory, candidate_server: CandidateServer
+) -> None:
+    """``.shadow.candidate`` takes what the constructor takes: another app, or a base URL."""
+    app = wsgi(tagged_app(b"v1"), tagged_app(b"v1"), memory)
+    app.shadow.candidate = tagged_app(b"v2")
+    call_wsgi(app, environ_of("GET", "/predict"))
+    assert app.shadow.flush(10)
+    assert memory.results[-1].candidate.value.body == b"v2"
+    app.shadow.candidate = candidate_server.url
+    call_wsgi(app, environ_of("GET", "/predict"))
+    assert app.shadow.flush(10)
+    assert candidate_server.wait_for(1)[0].path == "/predict"
+    assert memory.results[-1].candidate.status == "ok"
+    with pytest.raises(ValueError, match="candidate"):
+        app.shadow.candidate = "ftp://nowhere"
+    with pytest.raises(TypeError, match="candidate"):
+        app.shadow.candidate = 42
+
+
+def tagged_asgi(tag: bytes) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": tag})
+
+    return app
+
+
+def test_an_asgi_candidate_can_be_swapped_for_another_app(memory: sinks.Memory) -> None:
+    app = asgi(tagged_asgi(b"v1"), tagged_asgi(b"v1"), memory)
+    app.shadow.candidate = tagged_asgi(b"v2")
+    client = AsgiClient(body_messages(b""))
+    serve(app, http_scope("GET", "/"), client.receive, client.send)
+    (result,) = memory.results
+    assert result.candidate.value.body == b"v2"
+    assert result.match is False
+
+
+# --------------------------------------------------------------------------------------------
 # Requests and responses that fail midway
 
 

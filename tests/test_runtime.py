@@ -56,6 +56,35 @@ def test_same_name_other_settings_is_an_error() -> None:
         shadow(candidate=round, name="taken", sinks=[])(lambda x: x)
 
 
+def test_a_second_decoration_agrees_with_the_settings_as_decorated() -> None:
+    """What changed while serving (sample, candidate, timeout, enabled: by code or by the
+    config file) does not make the same decoration, made again, a conflict."""
+    deco = shadow(candidate=abs, name="steered", sample=0.5, sinks=[], timeout=2.0)
+    one = deco(lambda x: x)
+    one.shadow.sample = 0.05
+    one.shadow.candidate = round
+    one.shadow.timeout = 1.0
+    one.shadow.enabled = False
+    assert deco(lambda x: x).shadow is one.shadow
+    with pytest.raises(ValueError, match="already used"):
+        shadow(candidate=round, name="steered", sample=0.05, sinks=[], timeout=1.0)(abs)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [("1.5", TypeError), (0, ValueError), (float("nan"), ValueError)]
+)
+def test_a_bad_timeout_set_while_serving_names_the_parameter(
+    value: object, error: type[Exception]
+) -> None:
+    """A bad timeout fails where it is set, not in the timer thread every experiment shares."""
+    fn = shadow(candidate=abs, name="timed", sinks=[])(abs)
+    with pytest.raises(error, match="timeout"):
+        fn.shadow.timeout = value  # type: ignore[assignment]
+    assert fn.shadow.timeout == 10.0
+    fn.shadow.timeout = None
+    assert fn.shadow.timeout is None
+
+
 def test_enabled_can_be_switched_while_serving() -> None:
     """enabled turns shadowing off and on at once."""
 
@@ -234,6 +263,7 @@ def test_config_file_steers_experiments(tmp_path: Path) -> None:
         '{"experiments": {"a": {"colour": "red"}}}',
         '{"enabled": "yes"}',
         '{"surprise": 1}',
+        "[" * 100_000,  # json.load raises RecursionError on it
     ],
 )
 def test_a_broken_config_is_logged_and_the_last_good_one_stays(
@@ -316,6 +346,29 @@ def test_a_config_rate_keeps_a_by_key_sampler_stable(tmp_path: Path) -> None:
     assert isinstance(sampler, sampling.ByKey)
     assert sampler.rate == 0.5
     assert [sampler(i) for i in range(50)] == [sampler(i) for i in range(50)]
+
+
+def test_shutdown_closes_the_default_sinks() -> None:
+    """configure(default_sinks=...) sinks are flushed and closed by shutdown(), once."""
+
+    class Closable(sinks.Memory):
+        calls: list[str]
+
+        def flush(self, timeout: float | None = None) -> bool:
+            self.calls.append("flush")
+            return True
+
+        def close(self) -> None:
+            self.calls.append("close")
+
+    default = Closable()
+    default.calls = []
+    shadowdeco.configure(default_sinks=[default])
+    shadow(candidate=abs, name="defaulted")(abs)(-1)
+    shadowdeco.shutdown(5)
+    assert len(default) == 1
+    assert default.calls.count("close") == 1
+    assert default.calls[-1] == "close"
 
 
 def test_close_leaves_shared_sinks_open_and_shutdown_closes_them_once() -> None:

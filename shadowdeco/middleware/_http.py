@@ -634,17 +634,26 @@ class Mirror:
             deny_headers=deny_headers,
             forward_credentials=forward_credentials,
         )
-        run: Callable[[Request], Any]
-        if isinstance(candidate, str):
-            run = UrlCandidate(candidate, self.settings, timeout)
-        elif callable(candidate):
-            run = in_process(candidate, self.settings)
-        else:
-            kind = type(self).__name__.removeprefix("Shadow").removesuffix("Middleware")
+        kind = type(self).__name__.removeprefix("Shadow").removesuffix("Middleware")
+
+        def make_candidate(candidate: Any, timeout: float | None) -> Callable[[Request], Any]:
+            """What runs a mirror: a base URL or an app, here and when swapped later."""
+            if isinstance(candidate, UrlCandidate) or type(candidate) is in_process:
+                return candidate  # type: ignore[no-any-return]  # the getter's value, set back
+            if isinstance(candidate, str):
+                return UrlCandidate(candidate, self.settings, timeout)
+            if callable(candidate):
+                return in_process(candidate, self.settings)
             raise TypeError(f"candidate must be a {kind} app or a base URL, got {candidate!r}")
-        self.shadow = make_experiment(
-            app, run, name=name, settings=self.settings, options={"timeout": timeout, **options}
+
+        exp = self.shadow = make_experiment(
+            app,
+            make_candidate(candidate, timeout),
+            name=name,
+            settings=self.settings,
+            options={"timeout": timeout, **options},
         )
+        exp._make_candidate = lambda value: make_candidate(value, exp.timeout)
 
     def _sampled(self, head: Callable[[], Request]) -> bool:
         """Is this request sampled?  A plain rate is decided before anything is built;
