@@ -22,7 +22,7 @@ import random
 import types
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any, SupportsIndex, TypeVar
 
 import wrapt
 
@@ -56,6 +56,20 @@ class _ShadowWrapper(wrapt.FunctionWrapper[..., Any]):
     def shadow(self) -> Experiment:
         experiment: Experiment = self._self_experiment
         return experiment
+
+    # As a function is (I1): pickled by reference to its name, so a process pool can send
+    # it to its workers, and never copied (wrapt's proxy refuses both, as a proxy of any
+    # object must).
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str:
+        qualname: str = self.__qualname__
+        return qualname
+
+    def __copy__(self) -> _ShadowWrapper:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _ShadowWrapper:
+        return self
 
 
 class _FunctionShadowWrapper(_ShadowWrapper):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import functools
 import inspect
+import multiprocessing
+import pickle
 from typing import Any
 
 import pytest
@@ -218,3 +222,25 @@ def test_keyword_arguments_named_like_the_wrapper_s_parameters_pass_through() ->
         "wrapped": 4,
         "instance": 5,
     }
+
+
+def _double_v2(x: int) -> int:
+    return x * 2
+
+
+@shadow(candidate=_double_v2, name="transparency-pickled", sinks=[])
+def pickled_predict(x: int) -> int:
+    """Module level, so pickle can find it by name, as it finds a plain function."""
+    return x * 2
+
+
+def test_a_decorated_function_pickles_and_copies_as_a_function_does() -> None:
+    """pickle stores it by reference (a process pool can send it to its workers), and
+    copy / deepcopy give the very object, as for plain functions (I1)."""
+    assert pickle.loads(pickle.dumps(pickled_predict)) is pickled_predict  # noqa: S301 - our own bytes
+    assert copy.copy(pickled_predict) is pickled_predict
+    assert copy.deepcopy({"fn": pickled_predict})["fn"] is pickled_predict
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        assert list(pool.map(pickled_predict, [1, 2, 3])) == [2, 4, 6]
