@@ -137,13 +137,16 @@ class SinkWorker:
         with self._idle:
             return bool(self._idle.wait_for(lambda: self._pending <= own, timeout))
 
-    def stop(self, timeout: float | None) -> None:
-        """End the thread after what is queued (joined up to ``timeout``)."""
+    def stop(self, timeout: float | None) -> bool:
+        """End the thread after what is queued (joined up to ``timeout``); False if it is
+        still running (busy in its sink) after that."""
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
             if thread is not threading.current_thread():  # stopped from its own sink
                 thread.join(timeout)
+                return not thread.is_alive()
+        return True
 
 
 _lock = threading.Lock()
@@ -161,12 +164,14 @@ def worker_for(sink: Any) -> SinkWorker:
     return worker
 
 
-def stop_worker(sink: object, timeout: float | None = 5.0) -> None:
-    """Stop the worker of one sink (after its queue drains), if it has one."""
+def stop_worker(sink: object, timeout: float | None) -> bool:
+    """Stop the worker of one sink (after its queue drains), if it has one; False if its
+    thread was still busy after ``timeout`` seconds."""
     with _lock:
         worker = _workers.pop(id(sink), None)
     if worker is not None and worker.sink is sink:
-        worker.stop(timeout)
+        return worker.stop(timeout)
+    return True
 
 
 def stop_workers(timeout: float | None) -> None:

@@ -693,13 +693,19 @@ class Experiment:
         loop would be blocked); ``await experiment.aflush()`` there instead.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._wait_settled(timeout):
-            return False
+        done = self._wait_settled(timeout)
+        # Each sink that caught up is flushed even when another one (or a candidate) did not
+        # in time: one hanging sink must not keep the others' lines off the disk.  A sink
+        # still busy is not flushed from here (its flush could hang this thread too).
+        caught_up = []
         for sink in self._sinks_now():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if not worker_for(sink).wait_idle(remaining):
-                return False
-        return self._flush_sinks(None if deadline is None else deadline - time.monotonic())
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if worker_for(sink).wait_idle(remaining):
+                caught_up.append(sink)
+            else:
+                done = False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._flush_sinks(caught_up, remaining) and done
 
     def _notify_if_settled_locked(self) -> None:
         # Only when it matters: a flush waiting while the background works through a backlog
@@ -717,11 +723,11 @@ class Experiment:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.flush, timeout)
 
-    def _flush_sinks(self, timeout: float | None) -> bool:
+    def _flush_sinks(self, sinks: Iterable[Any], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         failed = 0
         unfinished = False
-        for sink in self._sinks_now():
+        for sink in sinks:
             flush_sink = getattr(sink, "flush", None)
             if callable(flush_sink):
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -761,7 +767,8 @@ class Experiment:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(task.cancel)
         _unregister(self)
-        _close_unused_sinks(self._sinks or ())
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _close_unused_sinks(self._sinks or (), remaining)
 
     @contextlib.contextmanager
     def _override(self, **changes: Any) -> Iterator[None]:
@@ -910,16 +917,23 @@ def _unregister(exp: Experiment) -> None:
             del _state.registry[exp.name]
 
 
-def _close_unused_sinks(sinks: Iterable[Any], *, keep_defaults: bool = True) -> None:
+def _close_unused_sinks(
+    sinks: Iterable[Any], timeout: float | None, *, keep_defaults: bool = True
+) -> None:
     """Close the sinks that no registered experiment (nor, with ``keep_defaults``, the
-    process-wide defaults) uses any more."""
+    process-wide defaults) uses any more, waiting up to ``timeout`` in all for their threads
+    to deliver what they hold.  A sink whose thread is still busy (a hanging sink) is left
+    open: closing it under that thread could hang here too."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     in_use = {id(s) for exp in experiments() for s in exp._sinks_now()}
     if keep_defaults:
         in_use.update(id(s) for s in _state.default_sinks or ())
     for sink in sinks:
         if id(sink) in in_use:
             continue
-        stop_worker(sink)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not stop_worker(sink, remaining):
+            continue
         close_sink = getattr(sink, "close", None)
         if callable(close_sink):
             guard("sink close", "close", close_sink)
@@ -964,8 +978,9 @@ def shutdown(timeout: float | None = 5.0) -> None:
         exp.close(remaining)
     # Each experiment closed the sinks no other one uses; what is left are the process-wide
     # defaults: stop every worker (they drain first), then close those.
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    _close_unused_sinks(_state.default_sinks or (), remaining, keep_defaults=False)
     stop_workers(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    _close_unused_sinks(_state.default_sinks or (), keep_defaults=False)
     with _state.lock:
         watcher, _state.config = _state.config, None
     if watcher is not None:

@@ -115,3 +115,76 @@ def test_sink_errors_are_counted_before_flush_returns() -> None:
         predict(i)
     assert predict.shadow.flush(10)
     assert predict.shadow.stats().sink_errors == 5
+
+
+class Flushed(sinks.Memory):
+    """A Memory sink that counts its flush() calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self, timeout: float | None = None) -> bool:
+        self.flushes += 1
+        return True
+
+
+def test_a_hanging_sink_does_not_stop_flush_from_flushing_the_others() -> None:
+    """flush() is False while one sink hangs, but the sinks that caught up are flushed
+    (written, fsynced) all the same; the hanging one is not flushed from the caller."""
+    release, entered = threading.Event(), threading.Event()
+    flushed_while_hanging: list[int] = []
+
+    class Hanging(Flushed):
+        def emit(self, result: ShadowResult) -> None:
+            entered.set()
+            release.wait(30)
+
+    hanging, healthy = Hanging(), Flushed()
+    predict = shadow(candidate=abs, name="flush-isolation", sinks=[hanging, healthy])(abs)
+    try:
+        predict(-1)
+        assert entered.wait(10)
+        assert healthy.wait(1, timeout=10)
+        assert not predict.shadow.flush(0.1)
+        flushed_while_hanging = [hanging.flushes, healthy.flushes]
+    finally:
+        release.set()
+    assert flushed_while_hanging == [0, 1]
+    assert predict.shadow.flush(10)
+
+
+def test_shutdown_keeps_to_its_deadline_with_hanging_sinks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting for a sink's thread to stop takes what is left of shutdown's timeout, never
+    a fixed 5 s per sink; a sink whose thread did not stop is not closed under it."""
+    release = threading.Event()
+    waits: list[float | None] = []
+    stop = _delivery.SinkWorker.stop
+
+    def recorded(worker: _delivery.SinkWorker, timeout: float | None) -> bool:
+        waits.append(timeout)
+        return stop(worker, timeout)
+
+    monkeypatch.setattr(_delivery.SinkWorker, "stop", recorded)
+
+    class Hanging(sinks.Memory):
+        closed = False
+
+        def emit(self, result: ShadowResult) -> None:
+            release.wait(30)
+
+        def close(self) -> None:
+            self.closed = True
+
+    hung = [Hanging() for _ in range(3)]
+    try:
+        for i, sink in enumerate(hung):
+            shadow(candidate=abs, name=f"hung-{i}", sinks=[sink])(abs)(-1)
+        shadowdeco.shutdown(0.3)
+        assert len(waits) >= 3
+        assert all(wait is not None and wait <= 0.3 for wait in waits), waits
+        assert not any(sink.closed for sink in hung)
+    finally:
+        release.set()
