@@ -86,7 +86,8 @@ class SinkWorker:
 
     def _run(self) -> None:
         intake = Intake(self._queue)
-        if isinstance(self.sink, JsonLines):
+        if isinstance(self.sink, JsonLines) and type(self.sink).emit is JsonLines.emit:
+            # (A subclass that overrides emit() gets its emit(), one result at a time.)
             self._run_batched(intake, self.sink._emit_batch)
             return
         while True:
@@ -99,20 +100,24 @@ class SinkWorker:
     def _run_batched(
         self,
         intake: Intake[tuple[Experiment, ShadowResult] | None],
-        emit_batch: Callable[[list[ShadowResult]], list[int]],
+        emit_batch: Callable[[list[ShadowResult]], tuple[list[int], int]],
     ) -> None:
         """Hand over what waits in one call (JsonLines: one lock for all the lines).  A
         failure of the whole call counts a sink error for every result in it, and is logged
-        under the first result's experiment."""
+        under the first result's experiment, as is a failed interval write the call
+        reports (it has no caller of its own)."""
         while True:
             batch = intake.take_many(BATCH)
             stop = batch[-1] is None
             items = cast("list[tuple[Experiment, ShadowResult]]", batch[:-1] if stop else batch)
             del batch
             if items:
-                failed = guard("sink", items[0][0].name, emit_batch, [r for _, r in items])
-                for i in range(len(items)) if failed is FAILED else failed:
+                outcome = guard("sink", items[0][0].name, emit_batch, [r for _, r in items])
+                failed, unreported = (range(len(items)), 0) if outcome is FAILED else outcome
+                for i in failed:
                     items[i][0]._count_sink_error()
+                for _ in range(unreported):
+                    items[0][0]._count_sink_error()
                 self._done(len(items))
             del items  # hold nothing while waiting for the next ones
             if stop:

@@ -223,6 +223,8 @@ class JsonLines:
         self._file_size = 0  # bytes in the open file, as far as this process knows
         self._torn = False  # a write failed midway: the file may end inside a line
         self._failing = False  # inside a burst of write errors, which was logged already
+        # The interval write's last failure, not counted yet: it has no caller to raise to.
+        self._unreported: OSError | None = None
         self._next_check = 0.0  # monotonic time of the next moved-or-deleted check
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -254,15 +256,18 @@ class JsonLines:
         if error is not None:
             raise error
 
-    def _emit_batch(self, results: list[ShadowResult]) -> list[int]:
+    def _emit_batch(self, results: list[ShadowResult]) -> tuple[list[int], int]:
         """:meth:`emit` for several results at once (the sink's thread drains its queue so):
-        one lock for all; the indexes of the results whose emit would have raised."""
+        one lock for all.  The indexes of the results whose emit would have raised, and the
+        failed interval writes since the last call (1 or 0): errors nobody was told of."""
         lines = [self._encode(result) for result in results]
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")
             add = self._add_locked
-            return [i for i, line in enumerate(lines) if add(line) is not None]
+            failed = [i for i, line in enumerate(lines) if add(line) is not None]
+            unreported, self._unreported = self._unreported, None
+            return failed, 0 if unreported is None else 1
 
     def _add_locked(self, line: bytes) -> OSError | None:
         """Buffer one line, rotating before and writing after as needed; the error that
@@ -306,8 +311,12 @@ class JsonLines:
                 if self.fsync and self._fd is not None:
                     os.fsync(self._fd)
             except OSError as exc:
+                self._unreported = None  # this error stands for it
                 self._report(exc)
                 raise
+            unreported, self._unreported = self._unreported, None
+            if unreported is not None:  # lines were lost since the last call: say so
+                raise unreported
             return True
         finally:
             self._lock.release()
@@ -503,8 +512,9 @@ class JsonLines:
             try:
                 # Once per interval anyway: the moved-or-deleted check is always due here.
                 self._write_out(force_check=True)
-            except OSError as exc:  # nobody to raise to: logged once per burst, lines counted
-                self._report(exc)
+            except OSError as exc:  # nobody to raise to: logged once per burst, lines counted,
+                self._report(exc)  # and a sink error at the next batch or flush()
+                self._unreported = exc
 
     def _after_fork_in_child(self) -> None:
         # The parent writes what it had buffered; the timer thread did not survive the fork.

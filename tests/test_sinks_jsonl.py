@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import shadowdeco
-from shadowdeco import Observation, ShadowResult, shadow, sinks
+from shadowdeco import Observation, ShadowResult, _delivery, shadow, sinks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -428,6 +428,54 @@ def test_a_full_disk_is_counted_logged_once_and_never_reaches_the_caller(
     assert (jsonl.lines_written, jsonl.lines_lost) == (0, calls + 2)
     (warning,) = sink_warnings(caplog)
     assert "/dev/full" in warning.getMessage()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("then", ["more results", "flush"])
+def test_a_failed_interval_write_is_a_sink_error_too(then: str) -> None:
+    """The interval write runs on the sink's timer thread, with no caller to raise to: its
+    failure is counted in stats().sink_errors when the sink's thread hands over the next
+    results, or raised by the next flush() (which then is False), whichever comes first."""
+    jsonl = sinks.JsonLines("/dev/full", flush_interval=3600)
+
+    @shadow(candidate=lambda x: x + 1, name=f"jsonl-interval-{then}", sinks=[jsonl])
+    def inc(x: int) -> int:
+        return x + 1
+
+    worker = _delivery.worker_for(jsonl)
+    for i in range(5):
+        inc(i)
+    assert inc.shadow._wait_settled(10)  # every result emitted,
+    assert worker.wait_idle(10)  # and handed to the sink: five lines in its buffer
+    jsonl._flush_in_background()  # what the timer thread does every flush_interval
+    assert (jsonl.lines_written, jsonl.lines_lost) == (0, 5)
+    if then == "flush":
+        assert not inc.shadow.flush(10)
+    else:
+        inc(5)
+        assert inc.shadow._wait_settled(10)
+        assert worker.wait_idle(10)
+    assert inc.shadow.stats().sink_errors == 1
+    if then == "flush":  # reported once: nothing buffered since, nothing more to say
+        assert inc.shadow.flush(10)
+        assert inc.shadow.stats().sink_errors == 1
+
+
+def test_a_subclass_that_overrides_emit_gets_its_emit_called(jsonl_path: str) -> None:
+    """The batched hand-over is JsonLines' own: a subclass's emit() (a filter) still runs."""
+
+    class Mismatches(sinks.JsonLines):
+        def emit(self, result: ShadowResult) -> None:
+            if result.match is False:
+                super().emit(result)
+
+    sink = Mismatches(jsonl_path, flush_interval=3600)
+    predict = shadow(candidate=lambda x: x % 2, name="jsonl-subclass", sinks=[sink])(abs)
+    for i in range(10):
+        predict(i)
+    assert predict.shadow.flush(10)
+    assert sink.lines_written == 8  # 0 and 1 match their candidate; the rest do not
+    sink.close()
 
 
 def test_its_thread_hands_over_what_queued_in_one_call(
