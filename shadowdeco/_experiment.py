@@ -906,6 +906,7 @@ def register(exp: Experiment) -> Experiment:
                 )
             return existing
         _state.registry[exp.name] = exp
+        flush_before_exit_handlers()  # after the exit handlers of what the app set up so far
         if _state.config is not None:
             _state.config.apply(exp)
         return exp
@@ -1188,6 +1189,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 multiprocessing.util.register_after_fork(_state, _flush_at_process_end)
 atexit.register(_at_exit)
+
+
+def flush_before_exit_handlers() -> None:
+    """Move the exit flush after every atexit handler registered so far, so that it runs
+    before them (last in, first out): for sinks that write through something with an exit
+    handler of its own, such as the OpenTelemetry SDK's TracerProvider, which shuts down
+    at exit and would drop what the flush hands it afterwards."""
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
+
 
 if os.environ.get("SHADOWDECO_CONFIG"):
     configure(config_file=os.environ["SHADOWDECO_CONFIG"])

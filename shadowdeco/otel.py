@@ -58,7 +58,7 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import AttributeValue
 
 from . import __version__
-from ._experiment import experiments
+from ._experiment import experiments, flush_before_exit_handlers
 from ._result import ShadowResult
 
 __all__ = ["OpenTelemetry"]
@@ -126,6 +126,9 @@ class OpenTelemetry:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._closed = False
+        # The SDK's providers shut down in an exit handler: the exit flush must come first
+        # (see flush_before_exit_handlers; also done whenever an experiment is created).
+        self._exit_order_checked = False
         self._tracer = trace.get_tracer("shadowdeco", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("shadowdeco", __version__, meter_provider=meter_provider)
         self._results = meter.create_counter(
@@ -157,6 +160,9 @@ class OpenTelemetry:
         """Record ``result``; raises (counted as a sink error by shadowdeco) when closed."""
         if self._closed:
             raise RuntimeError("this OpenTelemetry sink is closed")
+        if not self._exit_order_checked:
+            self._exit_order_checked = True
+            flush_before_exit_handlers()
         # The metrics and the span do not depend on each other: a failing one does not
         # stop the other (and its error still propagates, to be counted).
         try:

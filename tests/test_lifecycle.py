@@ -68,6 +68,51 @@ def test_pending_results_are_flushed_at_interpreter_exit(tmp_path: Path) -> None
     assert sorted(json.loads(line)["candidate"]["value"] for line in lines) == list(range(10))
 
 
+def test_pending_results_reach_an_opentelemetry_sdk_set_up_after_import(
+    tmp_path: Path,
+) -> None:
+    """The SDK's TracerProvider shuts itself down at exit (an atexit handler registered
+    after shadowdeco's, so run before it): the exit flush comes first all the same."""
+    proc = run_script(
+        """
+        import time
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor, SpanExporter, SpanExportResult)
+        from shadowdeco import shadow, sinks
+
+        class Printed(SpanExporter):
+            def export(self, spans):
+                print(*(span.name for span in spans), flush=True)
+                return SpanExportResult.SUCCESS
+
+        sink = sinks.OpenTelemetry()  # the global provider, looked up when a result comes
+        provider = TracerProvider()  # shutdown_on_exit=True, the SDK's default
+        provider.add_span_processor(BatchSpanProcessor(Printed()))
+        trace.set_tracer_provider(provider)  # set up after the sink, as apps may
+
+        def slow(x):
+            time.sleep(0.05)  # the candidate's own work, still running at exit
+            return x
+
+        @shadow(candidate=slow, sinks=[sink])
+        def predict(x):
+            return x
+
+        for i in range(3):
+            predict(i)
+        print("pending", predict.shadow.stats().in_flight, flush=True)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert lines[0] == "pending"
+    assert int(lines[1]) > 0  # work really was pending at exit
+    assert lines.count("shadowdeco.result") == 3, proc.stdout
+
+
 def test_exit_is_not_held_up_by_a_hung_candidate(tmp_path: Path) -> None:
     """A candidate that never ends delays exit by at most SHADOWDECO_EXIT_TIMEOUT."""
     proc = run_script(
