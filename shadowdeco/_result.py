@@ -33,6 +33,10 @@ SCHEMA_VERSION = 1
 Status = Literal["ok", "error", "timeout"]
 Serializer = Callable[[Any], Any]
 
+# Ints longer than this are written in hexadecimal: Python refuses to write more than 4,300
+# decimal digits (sys.set_int_max_str_digits), which is about 14,284 bits.
+_INT_BITS = 14_000
+
 # Past this depth a value is spelled out with repr() instead of walked: a guard against
 # self-referencing structures, which would otherwise recurse without end.
 _MAX_DEPTH = 64
@@ -275,12 +279,18 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
 
     Known types are converted (numpy arrays and scalars, dataclasses, datetimes, bytes,
     sets, Decimal, UUID, Enum, paths, non-finite floats as the strings ``"NaN"``,
-    ``"Infinity"``, ``"-Infinity"``); anything else becomes ``{"$type": ..., "$repr": ...}``.
+    ``"Infinity"``, ``"-Infinity"``, ints of more than ~4,200 digits as ``{"$int": hex}``, a
+    mapping whose keys are equal as text as ``{"$pairs": [[key, value], ...]}``); anything
+    else becomes ``{"$type": ..., "$repr": ...}``.
     Pass your own callable as ``serializer`` (to :func:`shadowdeco.configure` or to
     ``to_dict``) to redact or convert differently; it may call this one for the rest.
     """
-    if value is None or isinstance(value, (bool, str, int)):
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):
+        # Past a few thousand digits Python will not write an int as decimal text (and the
+        # JSON line would be lost): hexadecimal has no such limit.
+        return value if value.bit_length() <= _INT_BITS else {"$int": hex(value)}
     if isinstance(value, float):
         return _finite_or_str(value)
     if _depth > _MAX_DEPTH:
@@ -290,13 +300,13 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     # microsecond each, for every nested value (headers as lists of pairs, for one).
     cls = type(value)
     if cls is dict:
-        return {_key(k): to_jsonable(v, depth) for k, v in value.items()}
+        return _mapping(value, depth)
     if cls is list or cls is tuple:
         return [to_jsonable(v, depth) for v in value]
     if cls in _OBJECT_TYPES:
         return _from_object(value, depth)
     if isinstance(value, Mapping):
-        return {_key(k): to_jsonable(v, depth) for k, v in value.items()}
+        return _mapping(value, depth)
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, depth) for v in value]
     if isinstance(value, (set, frozenset)):
@@ -384,6 +394,15 @@ def _finite_or_str(value: float) -> float | str:
     if math.isnan(value):
         return "NaN"
     return "Infinity" if value > 0 else "-Infinity"
+
+
+def _mapping(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+    out = {_key(k): to_jsonable(v, depth) for k, v in value.items()}
+    if len(out) == len(value):
+        return out
+    # Keys equal as text ({1: "a", "1": "b"}): one would overwrite the other, so every pair
+    # is kept, as a pair.
+    return {"$pairs": [[to_jsonable(k, depth), to_jsonable(v, depth)] for k, v in value.items()]}
 
 
 def _key(key: Any) -> str:

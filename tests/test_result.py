@@ -105,6 +105,12 @@ class Point:
         (1 + 2j, [1.0, 2.0]),
         ({1: "a"}, {"1": "a"}),
         ({"nested": [{"deep": {4, 5}}]}, {"nested": [{"deep": [4, 5]}]}),
+        # keys equal as text: every pair kept, as pairs
+        ({1: "a", "1": "b"}, {"$pairs": [[1, "a"], ["1", "b"]]}),
+        # longer than Python writes as text (4,300 digits by default): hexadecimal
+        pytest.param(1 << 20_000, {"$int": hex(1 << 20_000)}, id="int-20000-bits"),
+        pytest.param(-(10**5000), {"$int": hex(-(10**5000))}, id="int-5001-digits"),
+        pytest.param(10**4000, 10**4000, id="int-4001-digits"),
     ],
 )
 def test_to_jsonable_converts_what_json_cannot_hold(value: Any, expected: Any) -> None:
@@ -292,6 +298,27 @@ def test_inputs_are_left_out_unless_asked(tmp_path: Path) -> None:
     line = (tmp_path / "r.jsonl").read_text()
     assert json.loads(line)["inputs"] is None
     assert "ann@example.com" not in line
+
+
+def test_a_huge_int_loses_nothing_else_of_the_line(tmp_path: Path) -> None:
+    """A value JSON text cannot hold as a number is converted; the rest of the line stays."""
+    jsonl = sinks.JsonLines(tmp_path / "r.jsonl")
+
+    @shadow(candidate=lambda: 1 << 20_000, sinks=[jsonl])
+    def huge() -> int:
+        return 1
+
+    huge()
+    assert huge.shadow.flush(10)
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    assert record["candidate"] == {
+        "status": "ok",
+        "value": {"$int": hex(1 << 20_000)},
+        "error": None,
+        "duration_s": record["candidate"]["duration_s"],
+    }
+    assert record["live"]["value"] == 1
+    assert record["match"] is False
 
 
 def test_a_raising_serializer_still_leaves_a_record() -> None:
