@@ -13,7 +13,10 @@ Run it under uvicorn, from the repository root (an app factory)::
     uvicorn --app-dir examples --factory fastapi_app:create_app --port 8000
     curl -X POST http://127.0.0.1:8000/predict -H 'content-type: application/json' \\
          -d '{"tenure": 5, "usage_drop": 0.5}'
-    shadowdeco report examples/shadow.jsonl
+    shadowdeco report shadow.jsonl
+
+``--app-dir`` only adds ``examples`` to the import path; it does not change directory, so the
+log is ``./shadow.jsonl`` in the directory uvicorn was started from (or ``$SHADOW_JSONL``).
 
 Keep uvicorn's lifespan on (the default): on SIGTERM the middleware sees
 ``lifespan.shutdown`` and drains the pending mirrors (up to ``drain_timeout``) before the
