@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .. import _experiment
+from .. import _delivery, _experiment
 from .._experiment import Experiment
 from .._result import ShadowResult, error_of
 from ..compare import equal
@@ -76,6 +76,19 @@ def capture() -> Iterator[ShadowCapture]:
     finally:
         _experiment.flush(10)
         state.observers = tuple(o for o in state.observers if o is not sink)
+        _release(sink)
+
+
+def _release(*sinks: object) -> None:
+    """Stop the delivery threads of sinks made here, once what is queued reached them.
+
+    shadowdeco keeps one thread per sink object, and the sink with it, until told to stop:
+    without this, every capture (every test using ``shadow_results``) and every check of
+    ``assert_isolated`` would leave a thread and its results behind for good.  The sink
+    object itself lives on for whoever still holds it (the test reading its results).
+    """
+    for sink in sinks:
+        _delivery.stop_worker(sink, 10.0)
 
 
 @contextlib.contextmanager
@@ -186,6 +199,16 @@ def _raise(*a: Any) -> Any:
     raise RuntimeError("hostile comparator or sink")
 
 
+def _raising_sink() -> Callable[[ShadowResult], None]:
+    """A sink that raises: a new one per check, so its delivery thread can be stopped
+    afterwards without touching a check running elsewhere."""
+
+    def raising_sink(result: ShadowResult) -> None:
+        _raise(result)
+
+    return raising_sink
+
+
 #: The battery's names, in the order assert_isolated runs them.
 HOSTILE = (
     *_candidates(threading.Event()),
@@ -254,7 +277,7 @@ def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
         for name, hostile in _candidates(release).items()
     ]
     battery += [("a comparator that raises", {"compare": _raise})]
-    battery += [("a sink that raises", {"sinks": [_raise]})]
+    battery += [("a sink that raises", {"sinks": [_raising_sink()]})]
     # The battery's failures are expected and counted: keep them out of the test's log.
     logger = logging.getLogger("shadowdeco")
     was_disabled, logger.disabled = logger.disabled, True
@@ -282,11 +305,14 @@ def _check(
 ) -> list[str]:
     memory = Memory()
     changes.setdefault("sinks", [])
-    changes["sinks"] = [*changes["sinks"], memory]
+    changes["sinks"] = [*changes["sinks"], memory]  # every one of them made for this check
     before = experiment.stats()
-    with experiment._override(sample=1.0, enabled=True, **changes):
-        outcome, args_after = run(fn)
-        flushed = experiment.flush(changes.get("timeout", 10.0) + 10.0)
+    try:
+        with experiment._override(sample=1.0, enabled=True, **changes):
+            outcome, args_after = run(fn)
+            flushed = experiment.flush(changes.get("timeout", 10.0) + 10.0)
+    finally:
+        _release(*changes["sinks"])
     stats = experiment.stats()
     problems = []
     where = f"with a candidate that {name}" if "candidate" in changes else f"with {name}"
