@@ -292,3 +292,87 @@ def test_assert_isolated_releases_its_sink_threads() -> None:
     assert _settles_at(_sink_threads, sinks) == sinks
     leftover = [w for w in _delivery._workers.values() if isinstance(w.sink, Memory)]
     assert leftover == []
+
+
+# --------------------------------------------------------------------------------------------
+# Values and arguments without __eq__ of their own: compared by what they hold.
+
+
+class Prediction:
+    """A plain result object: no __eq__."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.label!r})"
+
+
+class Features:
+    """A plain argument object: no __eq__, nested plain objects and a back-reference."""
+
+    def __init__(self) -> None:
+        self.age = 31
+        self.tags = ["a", "b"]
+        self.owner = Slotted(self)
+
+
+class Slotted:
+    __slots__ = ("features", "score")
+
+    def __init__(self, features: Features) -> None:
+        self.features = features  # a cycle: Features -> Slotted -> Features
+        self.score = 0.5
+
+
+def test_assert_isolated_compares_plain_objects_by_what_they_hold() -> None:
+    """A plain return value and a plain argument, equal in substance, pass."""
+
+    @shadow(candidate=lambda x: Prediction("b"), sinks=[], name="plain-value")
+    def predict(x: int) -> Prediction:
+        return Prediction("a")
+
+    @shadow(candidate=lambda f: f.age, sinks=[], name="plain-argument")
+    def score(f: Features) -> int:
+        return f.age
+
+    assert_isolated(predict, 1)
+    assert_isolated(score, Features())
+    assert_isolated(score, f=Features())
+
+
+def test_assert_isolated_still_catches_a_mutated_plain_argument() -> None:
+    """copy_inputs=False with a candidate that overwrites an attribute is an I5 failure."""
+
+    @shadow(candidate=lambda f: f.age, copy_inputs=False, sinks=[], name="plain-shared")
+    def score(f: Features) -> int:
+        return f.age
+
+    with pytest.raises(AssertionError, match=r"mutates every mutable argument: the caller's"):
+        assert_isolated(score, Features())
+
+
+def test_assert_isolated_still_catches_a_different_plain_value() -> None:
+    """A wrapper returning a plain object that differs from live's is caught."""
+
+    @shadow(candidate=lambda x: Prediction("b"), sinks=[], name="plain-swapped")
+    def predict(x: int) -> Prediction:
+        return Prediction("a")
+
+    def swapped(x: int) -> Any:
+        with inline(), capture() as results:
+            predict(x)
+        return results.results[-1].candidate.value
+
+    with pytest.raises(AssertionError, match=r"the caller got .* instead of Prediction\('a'\)"):
+        assert_isolated(_broken(predict, swapped), 1)
+
+
+def test_assert_transparent_compares_plain_objects_by_what_they_hold() -> None:
+    """The Hypothesis property also accepts equal-in-substance plain values."""
+
+    @shadow(candidate=lambda x: Prediction(str(-x)), sinks=[], name="plain-transparent")
+    def predict(x: int) -> Prediction:
+        return Prediction(str(x))
+
+    assert_transparent(predict, st.tuples(st.integers()), max_examples=20)
