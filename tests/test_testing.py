@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,8 @@ from helpers import KINDS, MODES, build
 from hypothesis import strategies as st
 
 import shadowdeco
-from shadowdeco import shadow
+from shadowdeco import _delivery, shadow
+from shadowdeco.sinks import Memory
 from shadowdeco.testing import (
     HOSTILE,
     ShadowCapture,
@@ -229,3 +235,144 @@ def test_the_plugin_works_without_a_conftest(tmp_path: Path) -> None:
         check=False,
     )
     assert "1 failed, 2 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Nothing kept after a capture or a check: no sink thread, no result held by shadowdeco.
+
+
+def _sink_threads() -> int:
+    return sum(t.name.startswith("shadowdeco-sink-") for t in threading.enumerate())
+
+
+def _settles_at(count: Callable[[], int], level: int, timeout: float = 10.0) -> int:
+    """``count()`` once it is back at ``level`` (threads end a moment after being told)."""
+    deadline = time.monotonic() + timeout
+    while (now := count()) > level and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return now
+
+
+def test_captures_release_their_sink_threads_and_results() -> None:
+    """Each capture() (the shadow_results fixture) stops its sink's thread when it ends and
+    shadowdeco keeps no reference to it, while the test still reads every result."""
+
+    @shadow(candidate=abs, sinks=[], name="released-capture")
+    def predict(x: int) -> int:
+        return abs(x)
+
+    with capture() as results:  # the experiment's own threads, started once
+        predict(-1)
+    sinks, threads = _sink_threads(), threading.active_count()
+    for i in range(20):
+        with capture() as results:
+            for j in range(10):
+                predict(-j)
+        # Everything produced inside the block was delivered before the block ended.
+        assert sorted(r.candidate.value for r in results.results) == list(range(10)), i
+    assert _settles_at(_sink_threads, sinks) == sinks
+    assert _settles_at(threading.active_count, threads) == threads
+    last = weakref.ref(results)
+    del results
+    gc.collect()
+    assert last() is None  # shadowdeco holds no captured result after the block
+
+
+def test_assert_isolated_releases_its_sink_threads() -> None:
+    """assert_isolated stops the threads of the sinks it creates for its checks."""
+
+    @shadow(candidate=abs, sinks=[], name="released-check")
+    def predict(x: int) -> int:
+        return abs(x)
+
+    assert_isolated(predict, -2)  # the experiment's own threads, started once
+    sinks = _sink_threads()
+    for _ in range(3):
+        assert_isolated(predict, -2)
+    assert _settles_at(_sink_threads, sinks) == sinks
+    leftover = [w for w in _delivery._workers.values() if isinstance(w.sink, Memory)]
+    assert leftover == []
+
+
+# --------------------------------------------------------------------------------------------
+# Values and arguments without __eq__ of their own: compared by what they hold.
+
+
+class Prediction:
+    """A plain result object: no __eq__."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.label!r})"
+
+
+class Features:
+    """A plain argument object: no __eq__, nested plain objects and a back-reference."""
+
+    def __init__(self) -> None:
+        self.age = 31
+        self.tags = ["a", "b"]
+        self.owner = Slotted(self)
+
+
+class Slotted:
+    __slots__ = ("features", "score")
+
+    def __init__(self, features: Features) -> None:
+        self.features = features  # a cycle: Features -> Slotted -> Features
+        self.score = 0.5
+
+
+def test_assert_isolated_compares_plain_objects_by_what_they_hold() -> None:
+    """A plain return value and a plain argument, equal in substance, pass."""
+
+    @shadow(candidate=lambda x: Prediction("b"), sinks=[], name="plain-value")
+    def predict(x: int) -> Prediction:
+        return Prediction("a")
+
+    @shadow(candidate=lambda f: f.age, sinks=[], name="plain-argument")
+    def score(f: Features) -> int:
+        return f.age
+
+    assert_isolated(predict, 1)
+    assert_isolated(score, Features())
+    assert_isolated(score, f=Features())
+
+
+def test_assert_isolated_still_catches_a_mutated_plain_argument() -> None:
+    """copy_inputs=False with a candidate that overwrites an attribute is an I5 failure."""
+
+    @shadow(candidate=lambda f: f.age, copy_inputs=False, sinks=[], name="plain-shared")
+    def score(f: Features) -> int:
+        return f.age
+
+    with pytest.raises(AssertionError, match=r"mutates every mutable argument: the caller's"):
+        assert_isolated(score, Features())
+
+
+def test_assert_isolated_still_catches_a_different_plain_value() -> None:
+    """A wrapper returning a plain object that differs from live's is caught."""
+
+    @shadow(candidate=lambda x: Prediction("b"), sinks=[], name="plain-swapped")
+    def predict(x: int) -> Prediction:
+        return Prediction("a")
+
+    def swapped(x: int) -> Any:
+        with inline(), capture() as results:
+            predict(x)
+        return results.results[-1].candidate.value
+
+    with pytest.raises(AssertionError, match=r"the caller got .* instead of Prediction\('a'\)"):
+        assert_isolated(_broken(predict, swapped), 1)
+
+
+def test_assert_transparent_compares_plain_objects_by_what_they_hold() -> None:
+    """The Hypothesis property also accepts equal-in-substance plain values."""
+
+    @shadow(candidate=lambda x: Prediction(str(-x)), sinks=[], name="plain-transparent")
+    def predict(x: int) -> Prediction:
+        return Prediction(str(x))
+
+    assert_transparent(predict, st.tuples(st.integers()), max_examples=20)

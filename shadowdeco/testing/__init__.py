@@ -25,10 +25,11 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any
 
-from .. import _experiment
+from .. import _delivery, _experiment
 from .._experiment import Experiment
 from .._result import ShadowResult, error_of
 from ..compare import equal
@@ -76,6 +77,19 @@ def capture() -> Iterator[ShadowCapture]:
     finally:
         _experiment.flush(10)
         state.observers = tuple(o for o in state.observers if o is not sink)
+        _release(sink)
+
+
+def _release(*sinks: object) -> None:
+    """Stop the delivery threads of sinks made here, once what is queued reached them.
+
+    shadowdeco keeps one thread per sink object, and the sink with it, until told to stop:
+    without this, every capture (every test using ``shadow_results``) and every check of
+    ``assert_isolated`` would leave a thread and its results behind for good.  The sink
+    object itself lives on for whoever still holds it (the test reading its results).
+    """
+    for sink in sinks:
+        _delivery.stop_worker(sink, 10.0)
 
 
 @contextlib.contextmanager
@@ -186,6 +200,16 @@ def _raise(*a: Any) -> Any:
     raise RuntimeError("hostile comparator or sink")
 
 
+def _raising_sink() -> Callable[[ShadowResult], None]:
+    """A sink that raises: a new one per check, so its delivery thread can be stopped
+    afterwards without touching a check running elsewhere."""
+
+    def raising_sink(result: ShadowResult) -> None:
+        _raise(result)
+
+    return raising_sink
+
+
 #: The battery's names, in the order assert_isolated runs them.
 HOSTILE = (
     *_candidates(threading.Event()),
@@ -202,7 +226,82 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
 
 
 def _same(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
-    return a[0] == b[0] and (a[1] == b[1] if a[0] == "raised" else equal(a[1], b[1]))
+    return a[0] == b[0] and (a[1] == b[1] if a[0] == "raised" else _alike(a[1], b[1]))
+
+
+#: Pairs of parts :func:`_alike` looks at, at most, before it calls two values different.
+_ALIKE_BUDGET = 1_000_000
+
+_NOT_PLAIN = (type, FunctionType, BuiltinFunctionType, MethodType, ModuleType)
+
+
+def _plain(value: Any) -> bool:
+    """An instance whose class has no ``__eq__`` of its own: ``==`` would mean ``is``."""
+    eq: object = type(value).__eq__
+    return eq is object.__eq__ and not isinstance(value, _NOT_PLAIN)
+
+
+def _alike(a: Any, b: Any) -> bool:
+    """:func:`~shadowdeco.compare.equal`, where an object without an ``__eq__`` of its own
+    matches another of the same class that holds alike state.
+
+    The helpers compare values made from separate deep copies, so ``==`` falling back to
+    identity would call two ``Prediction("a")`` different.  The state compared is what a copy
+    (and pickle) carries, ``__reduce_ex__``: ``__dict__``, ``__slots__``, or the class's own
+    ``__getstate__``; an object that offers none (a lock, a socket) matches only itself.  The
+    walk is iterative and follows each pair of parts once, so reference cycles and deep
+    chains end; past ``_ALIKE_BUDGET`` pairs, the values count as different.
+    """
+    if equal(a, b):  # the common case, and everything equal() accepts
+        return True
+    try:
+        return _alike_walk(a, b)
+    except Exception:  # noqa: BLE001 - a part that refuses to be looked at is a difference
+        return False
+
+
+def _alike_walk(a: Any, b: Any) -> bool:
+    todo = [(a, b)]
+    seen: set[tuple[int, int]] = set()  # pairs already compared or being compared
+    keep: list[Any] = []  # parts made during the walk, alive so that their ids stay unique
+    while todo:
+        x, y = todo.pop()
+        if x is y:
+            continue
+        key = (id(x), id(y))
+        if key in seen:  # a cycle both share, or a part both share: already on the list
+            continue
+        if len(seen) >= _ALIKE_BUDGET:
+            return False
+        seen.add(key)
+        keep.append((x, y))
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            if len(x) != len(y) or x.keys() != y.keys():
+                return False
+            todo += [(value, y[k]) for k, value in x.items()]
+        elif isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            if len(x) != len(y):
+                return False
+            todo += zip(x, y, strict=True)
+        elif type(x) is type(y) and _plain(x):
+            x_state, y_state = _copied_state(x), _copied_state(y)
+            if x_state is None or y_state is None or len(x_state) != len(y_state):
+                return False
+            todo += zip(x_state, y_state, strict=True)
+        elif not equal(x, y):
+            return False
+    return True
+
+
+def _copied_state(value: Any) -> tuple[Any, ...] | None:
+    """What ``copy.deepcopy`` would rebuild ``value`` from; None if it cannot be copied so."""
+    try:
+        reduced = value.__reduce_ex__(4)
+    except Exception:  # noqa: BLE001 - cannot be pickled or copied: no state to compare
+        return None
+    if not isinstance(reduced, tuple):
+        return None  # a global's name: only the object itself is alike
+    return tuple(list(part) if isinstance(part, Iterator) else part for part in reduced)
 
 
 def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -215,6 +314,9 @@ def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
     equal value or raise the same exception (type and message) as the reference, leave the
     arguments as the reference left them, and leave a shadow on record (the hostile part ran
     and was counted).  The experiment's settings are restored afterwards.
+
+    Values are compared by what they hold: ``==`` as ``shadowdeco.compare.equal`` does, and
+    an object without an ``__eq__`` of its own by its class and its copied state.
     """
     experiment = getattr(fn, "shadow", None)
     if not isinstance(experiment, Experiment):
@@ -254,7 +356,7 @@ def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
         for name, hostile in _candidates(release).items()
     ]
     battery += [("a comparator that raises", {"compare": _raise})]
-    battery += [("a sink that raises", {"sinks": [_raise]})]
+    battery += [("a sink that raises", {"sinks": [_raising_sink()]})]
     # The battery's failures are expected and counted: keep them out of the test's log.
     logger = logging.getLogger("shadowdeco")
     was_disabled, logger.disabled = logger.disabled, True
@@ -282,11 +384,14 @@ def _check(
 ) -> list[str]:
     memory = Memory()
     changes.setdefault("sinks", [])
-    changes["sinks"] = [*changes["sinks"], memory]
+    changes["sinks"] = [*changes["sinks"], memory]  # every one of them made for this check
     before = experiment.stats()
-    with experiment._override(sample=1.0, enabled=True, **changes):
-        outcome, args_after = run(fn)
-        flushed = experiment.flush(changes.get("timeout", 10.0) + 10.0)
+    try:
+        with experiment._override(sample=1.0, enabled=True, **changes):
+            outcome, args_after = run(fn)
+            flushed = experiment.flush(changes.get("timeout", 10.0) + 10.0)
+    finally:
+        _release(*changes["sinks"])
     stats = experiment.stats()
     problems = []
     where = f"with a candidate that {name}" if "candidate" in changes else f"with {name}"
@@ -295,7 +400,7 @@ def _check(
             f"{where}: the caller got {_show(outcome)} instead of {_show(reference)} "
             "(I1 transparency / I2 isolation)"
         )
-    if not equal(args_after, after):
+    if not _alike(args_after, after):
         problems.append(f"{where}: the caller's arguments changed (I5 inputs)")
     if stats.sampled == before.sampled:
         problems.append(f"{where}: the call was not shadowed, so nothing was tested")
