@@ -30,7 +30,7 @@ from ._experiment import (
     reload_config,
     shutdown,
 )
-from ._pool import ProcessPool
+from ._pool import PoolClosed, ProcessPool
 from ._result import Observation, ShadowResult, to_jsonable
 from ._runner import in_shadow
 
@@ -40,6 +40,7 @@ __all__ = [
     "Args",
     "Experiment",
     "Observation",
+    "PoolClosed",
     "ProcessPool",
     "ShadowResult",
     "Stats",

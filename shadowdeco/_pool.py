@@ -41,7 +41,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, TypeVar
 
-__all__ = ["ProcessPool"]
+__all__ = ["PoolClosed", "ProcessPool"]
 
 T = TypeVar("T")
 #: One call for :meth:`ProcessPool.call_each`: ``(fn, args, kwargs)``.
@@ -254,6 +254,8 @@ class ProcessPool(Executor):
         return answers
 
     def _take(self) -> _Worker:
+        if self._closed:  # before the idle ones: shutdown() stopped them
+            raise PoolClosed("cannot schedule new futures after shutdown")
         try:
             return self._idle.get_nowait()
         except queue.Empty:
@@ -293,6 +295,11 @@ class ProcessPool(Executor):
             self._workers.clear()
         for worker in workers:
             worker.stop()
+        while True:  # the idle ones are among those stopped: let them go
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                break
 
     def __repr__(self) -> str:
         return (

@@ -368,7 +368,10 @@ def test_a_shut_down_process_pool_drops_its_samples_as_shutdown() -> None:
     """Calls to a ProcessPool after its shutdown are dropped as shutdown, not recorded as
     candidate errors; live carries on."""
     pool = shadowdeco.ProcessPool(1)
+    assert pool.call(abs, -1) == 1  # a worker, idle when the pool shuts down
     pool.shutdown()
+    with pytest.raises(shadowdeco.PoolClosed):
+        pool.call(abs, -1)
 
     @shadow(candidate=operator.neg, executor=pool, sinks=[])
     def predict(x: int) -> int:
