@@ -17,6 +17,7 @@ sync or async variant is chosen once, at decoration.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import random
 import types
@@ -139,9 +140,13 @@ def shadow(
         function = getattr(fn, "__func__", fn)  # classmethod / staticmethod objects
         if not callable(function):
             raise TypeError(f"shadow() decorates a function, got {fn!r}")
-        if name is None:  # a callable object has its class's names
-            qualname = getattr(function, "__qualname__", type(function).__qualname__)
-            exp_name = f"{function.__module__}.{qualname}"
+        if name is None:
+            named = function
+            while isinstance(named, functools.partial):  # named after the function it binds
+                named = named.func
+            # A callable object has its class's names.
+            qualname = getattr(named, "__qualname__", type(named).__qualname__)
+            exp_name = f"{named.__module__}.{qualname}"
         else:
             exp_name = name
         experiment = register(Experiment(exp_name, candidate, **options))

@@ -195,6 +195,17 @@ def _check_timeout(value: object) -> float | None:
     return float(value)
 
 
+def _check_wait(value: object) -> float | None:
+    """A ``timeout`` to wait for: seconds (a negative number is 0) or None for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"timeout must be a number of seconds or None, got {value!r}")
+    return max(0.0, float(value))
+
+
 def _check_optional_callable(param: str, value: object) -> Any:
     if value is not None and not callable(value):
         raise TypeError(f"{param} must be a callable or None, got {value!r}")
@@ -692,6 +703,7 @@ class Experiment:
         Do not call it on the event loop that runs this experiment's async candidates (the
         loop would be blocked); ``await experiment.aflush()`` there instead.
         """
+        timeout = _check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         done = self._wait_settled(timeout)
         # Each sink that caught up is flushed even when another one (or a candidate) did not
@@ -748,6 +760,7 @@ class Experiment:
         counted as dropped with reason ``shutdown``.  Closing twice is harmless.  Its sinks are
         flushed, and closed unless another registered experiment still uses them.
         """
+        timeout = _check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:  # Lane.put reads it under this lock: no job slips in after drain
             self._closed = True
@@ -958,6 +971,7 @@ def experiments() -> list[Experiment]:
 
 def flush(timeout: float | None = 10.0) -> bool:
     """Flush every experiment; True if all of them finished within ``timeout`` seconds."""
+    timeout = _check_wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     ok = True
     for exp in experiments():
@@ -971,6 +985,7 @@ def shutdown(timeout: float | None = 5.0) -> None:
 
     Registered at interpreter exit with ``SHADOWDECO_EXIT_TIMEOUT`` seconds (default 5).
     """
+    timeout = _check_wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     flush(timeout)
     closing = experiments()
@@ -1012,31 +1027,37 @@ def configure(
     * ``max_pending_results``: results waiting to be built, and waiting for each sink,
       before new ones are dropped (10,000 by default).
     """
-    if default_sinks is not _UNSET:
-        if default_sinks is None:
-            _state.default_sinks = None
-        else:
-            sinks = tuple(default_sinks)
-            for sink in sinks:
-                as_emit(sink, param="default_sinks")
-            _state.default_sinks = sinks
-    if serializer is not _UNSET:
-        if serializer is not None and not callable(serializer):
-            raise TypeError(f"serializer must be a callable or None, got {serializer!r}")
-        _result.default_serializer[0] = serializer or to_jsonable
+    # Everything is checked before anything changes: a bad argument changes nothing.
+    sinks: tuple[Any, ...] | None = None
+    if default_sinks is not _UNSET and default_sinks is not None:
+        if isinstance(default_sinks, (str, bytes)) or not _iterable(default_sinks):
+            raise TypeError(f"default_sinks must be a list of sinks or None, got {default_sinks!r}")
+        sinks = tuple(default_sinks)
+        for sink in sinks:
+            as_emit(sink, param="default_sinks")
+    if serializer is not _UNSET and serializer is not None and not callable(serializer):
+        raise TypeError(f"serializer must be a callable or None, got {serializer!r}")
     if max_pending_results is not _UNSET:
         bound = _check_positive_int("max_pending_results", max_pending_results)
+    if disabled is not _UNSET and not isinstance(disabled, bool):
+        raise TypeError(f"disabled must be a bool, got {disabled!r}")
+    if isinstance(config_interval, bool) or not isinstance(config_interval, (int, float)):
+        raise TypeError(f"config_interval must be a number of seconds, got {config_interval!r}")
+    if not math.isfinite(config_interval) or config_interval <= 0:
+        raise ValueError(f"config_interval must be positive, got {config_interval!r}")
+    if config_file not in (_UNSET, None) and not isinstance(config_file, (str, os.PathLike)):
+        raise TypeError(f"config_file must be a path or None, got {config_file!r}")
+
+    if default_sinks is not _UNSET:
+        _state.default_sinks = sinks
+    if serializer is not _UNSET:
+        _result.default_serializer[0] = serializer or to_jsonable
+    if max_pending_results is not _UNSET:
         emitter.max_pending = _delivery.max_pending = bound
     if disabled is not _UNSET:
-        if not isinstance(disabled, bool):
-            raise TypeError(f"disabled must be a bool, got {disabled!r}")
         _state.disabled = disabled
         _refresh_all()
     if config_file is not _UNSET:
-        if isinstance(config_interval, bool) or not isinstance(config_interval, (int, float)):
-            raise TypeError(f"config_interval must be a number of seconds, got {config_interval!r}")
-        if not math.isfinite(config_interval) or config_interval <= 0:
-            raise ValueError(f"config_interval must be positive, got {config_interval!r}")
         with _state.lock:
             old, _state.config = _state.config, None
         if old is not None:

@@ -203,9 +203,19 @@ class ProcessPool(Executor):
             raise ValueError(f"nice must be an int from 0 to 19, got {nice!r}")
         self.nice = nice
         self.max_workers = max_workers or os.cpu_count() or 1
-        self._context = (
-            multiprocessing.get_context(mp_context) if isinstance(mp_context, str) else mp_context
-        )
+        if isinstance(mp_context, str):
+            try:
+                self._context = multiprocessing.get_context(mp_context)
+            except ValueError:
+                methods = ", ".join(multiprocessing.get_all_start_methods())
+                raise ValueError(
+                    f"mp_context must be a start method ({methods}) or a context, "
+                    f"got {mp_context!r}"
+                ) from None
+        elif isinstance(mp_context, multiprocessing.context.BaseContext):
+            self._context = mp_context
+        else:
+            raise TypeError(f"mp_context must be a start method or a context, got {mp_context!r}")
         self._slots = threading.BoundedSemaphore(self.max_workers)
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._lock = threading.Lock()

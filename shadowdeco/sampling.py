@@ -226,7 +226,7 @@ class Rate(Sampler):
         return f"rate({_number(self._rate)})"
 
 
-def rate(p: float, *, param: str = "sample") -> Sampler:
+def rate(p: float, *, param: str = "p") -> Sampler:
     """Sample a fraction ``p`` of calls at random; ``param`` names ``p`` in error messages."""
     p = _check_rate(p, param)
     if p == 1.0:
@@ -359,6 +359,8 @@ class Header(Sampler):
     def __init__(self, name: str, value: str | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a header name, got {name!r}")
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"value must be a header value (a str) or None, got {value!r}")
         self._name = name.lower()
         self._value = value
 

@@ -68,6 +68,10 @@ class Memory:
 
     def wait(self, n: int, timeout: float = 5.0) -> list[ShadowResult]:
         """Wait until at least ``n`` results arrived or ``timeout`` seconds passed."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, got {n!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
         deadline = time.monotonic() + timeout
         with self._cond:
             while len(self._results) < n:
@@ -89,6 +93,18 @@ class Memory:
         return f"Memory(<{len(self)} results>)"
 
 
+def _level(level: object) -> int:
+    """A logging level: an int, or a name such as ``"INFO"`` (as ``Logger.setLevel`` takes)."""
+    if isinstance(level, str):
+        number = logging.getLevelName(level.upper())  # the name's number, for a known name
+        if isinstance(number, int):
+            return number
+        raise ValueError(f"level must be a logging level or its name, got {level!r}")
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise TypeError(f"level must be a logging level or its name, got {level!r}")
+    return level
+
+
 class Logging:
     """One log record per result on a stdlib logger (the default sink).
 
@@ -96,9 +112,13 @@ class Logging:
     whole result dict rides in ``extra={"shadow": {...}}`` for structured handlers.
     """
 
-    def __init__(self, logger: str | logging.Logger = "shadowdeco", level: int = logging.INFO):
+    def __init__(
+        self, logger: str | logging.Logger = "shadowdeco", level: int | str = logging.INFO
+    ) -> None:
+        if not isinstance(logger, (str, logging.Logger)):
+            raise TypeError(f"logger must be a logger or its name, got {logger!r}")
         self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
-        self.level = level
+        self.level = _level(level)
 
     def emit(self, result: ShadowResult) -> None:
         logger = self.logger

@@ -132,7 +132,7 @@ def test_rate_rejects_bad_values(value: object) -> None:
     """rate() rejects a value that is not a real number in [0, 1], naming parameter and value."""
     with pytest.raises(_expected_error(value)) as info:
         rate(value)  # type: ignore[arg-type]
-    assert str(info.value) == f"sample must be a rate between 0 and 1, got {value!r}"
+    assert str(info.value) == f"p must be a rate between 0 and 1, got {value!r}"
 
 
 @pytest.mark.parametrize("value", BAD_RATES, ids=repr)

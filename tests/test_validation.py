@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from typing import Any
 
 import pytest
 
 import shadowdeco
-from shadowdeco import shadow
+from shadowdeco import sampling, shadow, sinks
 
 BAD = [
     ({"sample": 1.5}, ValueError, "sample must be a rate between 0 and 1, got 1.5"),
@@ -78,3 +80,77 @@ def test_nothing_is_registered_when_validation_fails() -> None:
     with pytest.raises(ValueError, match="timeout"):
         shadow(candidate=abs, name="never", timeout=-1)
     assert shadowdeco.experiments() == []
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: shadowdeco.configure(default_sinks=5), TypeError, "default_sinks must be"),
+        (lambda: shadowdeco.configure(config_file=5), TypeError, "config_file must be a path"),
+        (lambda: shadowdeco.configure(config_interval=0), ValueError, "config_interval must be"),
+        (lambda: shadowdeco.flush("x"), TypeError, "timeout must be .* got 'x'"),
+        (lambda: shadowdeco.shutdown(math.nan), ValueError, "timeout must be .* got nan"),
+        (lambda: shadowdeco.ProcessPool(mp_context="bogus"), ValueError, "mp_context must be"),
+        (lambda: shadowdeco.ProcessPool(mp_context=1), TypeError, "mp_context must be"),
+        (lambda: sampling.rate(1.5), ValueError, "p must be a rate between 0 and 1, got 1.5"),
+        (lambda: sampling.header("x", 5), TypeError, "value must be a header value"),
+        (lambda: sinks.Memory().wait("a"), TypeError, "n must be an int, got 'a'"),
+        (lambda: sinks.Memory().wait(1, "soon"), TypeError, "timeout must be .* got 'soon'"),
+        (lambda: sinks.Logging(level="LOUD"), ValueError, "level must be a logging level"),
+        (lambda: sinks.Logging(level=2.5), TypeError, "level must be a logging level"),
+        (lambda: sinks.Logging(logger=5), TypeError, "logger must be a logger"),
+    ],
+)
+def test_bad_arguments_elsewhere_name_the_parameter(
+    call: Any, error: type[Exception], message: str
+) -> None:
+    """Every public function names the bad parameter and its value."""
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_experiment_methods_check_their_timeout() -> None:
+    fn = shadow(candidate=abs, name="timeouts-checked", sinks=[])(abs)
+    for method in (fn.shadow.flush, fn.shadow.close):
+        with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
+            method("1")  # type: ignore[arg-type]
+
+
+def test_a_bad_configure_call_changes_nothing() -> None:
+    """configure() checks every argument before it applies any."""
+    memory = sinks.Memory()
+    with pytest.raises(TypeError, match="disabled"):
+        shadowdeco.configure(default_sinks=[memory], disabled="no")  # type: ignore[arg-type]
+    shadow(candidate=abs, name="configure-atomic")(abs)(-1)
+    shadowdeco.flush(10)
+    assert len(memory) == 0
+
+
+def test_a_logging_level_may_be_given_by_name(caplog: pytest.LogCaptureFixture) -> None:
+    sink = sinks.Logging(level="warning")
+    assert sink.level == logging.WARNING
+    fn = shadow(candidate=abs, name="logged-by-name", sinks=[sink])(abs)
+    with caplog.at_level(logging.WARNING, logger="shadowdeco"):
+        fn(-1)
+        assert fn.shadow.flush(10)
+    assert fn.shadow.stats().sink_errors == 0
+    assert [r.levelno for r in caplog.records if "logged-by-name" in r.getMessage()] == [
+        logging.WARNING
+    ]
+
+
+def test_a_partial_is_named_after_the_function_it_binds() -> None:
+    """Two partials of different functions get different default names (not both
+    'functools.partial')."""
+    one = shadow(candidate=abs, sinks=[])(functools.partial(_scaled, 2))
+    two = shadow(candidate=abs, sinks=[])(functools.partial(_shifted, 2))
+    assert one.shadow.name == f"{__name__}._scaled"
+    assert two.shadow.name == f"{__name__}._shifted"
+
+
+def _scaled(k: int, x: int) -> int:
+    return k * x
+
+
+def _shifted(k: int, x: int) -> int:
+    return k + x
