@@ -27,6 +27,7 @@ from shadowdeco import report, shadow, sinks
 from shadowdeco.__main__ import main
 from shadowdeco.report._stats import Reservoir, TimeBuckets, macro_f1
 from shadowdeco.report._svg import CANDIDATE, LIVE
+from shadowdeco.report._values import category, key_text
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = _dt.datetime(2026, 11, 27, 10, 0, tzinfo=_dt.timezone.utc).timestamp()
@@ -506,6 +507,191 @@ def test_a_last_line_cut_short_is_skipped_as_unfinished(
     code, out, _ = cli(capsys, live)
     assert code == 1  # a record is missing from this report: it is incomplete
     assert f"{live}:3 (unfinished last line: still being written?)" in out
+
+
+# A line a report cannot use whatever it holds: each is skipped as malformed, with its reason.
+_TOO_DEEP = "[" * 100_000 + "]" * 100_000
+_NOT_A_TIME = "started_at is not a time between the years 1 and 9999"
+_NOT_A_DURATION = "duration_s is not a finite number of seconds"
+
+
+def _odd_line(kind: str) -> tuple[str, str]:
+    """``(line, reason)`` for one line the reader must skip: JSON text, as a log could hold it."""
+    huge = "1" + "0" * 400  # an int no float holds
+    started = {
+        "ms": "1764237600000",  # milliseconds, not seconds
+        "1e300": "1e300",
+        "huge": huge,
+        "nan": "NaN",
+        "infinity": "-Infinity",
+        "before year 1": '"0001-01-01T00:00:00+05:00"',
+        "after 9999": '"9999-12-31T23:59:59-05:00"',
+    }
+    duration = {"huge duration": huge, "nan duration": "NaN", "infinite duration": "Infinity"}
+    if kind == "deep":
+        return _TOO_DEEP, "nested too deeply"
+    line = json.dumps(result(9, candidate=arm(1, seconds=0.125)))
+    if kind in started:
+        return line.replace(json.dumps(iso(T0 + 9)), started[kind]), _NOT_A_TIME
+    return line.replace("0.125", duration[kind]), f"candidate {_NOT_A_DURATION}"
+
+
+_ODD_LINES = [
+    "deep",
+    "ms",
+    "1e300",
+    "huge",
+    "nan",
+    "infinity",
+    "before year 1",
+    "after 9999",
+    "huge duration",
+    "nan duration",
+    "infinite duration",
+]
+
+
+@pytest.mark.parametrize("kind", _ODD_LINES)
+def test_a_line_no_report_can_use_is_skipped_as_malformed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A line nested too deeply to parse, a started_at no date can hold (milliseconds, 1e300,
+    NaN, past the years 1 to 9999) or a duration no float holds is skipped as malformed, with
+    its reason and place; the other lines are reported, in text, JSON and HTML alike."""
+    odd, reason = _odd_line(kind)
+    path = write(tmp_path / "s.jsonl", [result(0), odd, result(1)])
+    rep = build(path)
+    assert (rep.results, rep.malformed) == (2, 1)
+    assert [(m.line, m.reason) for m in rep.malformed_examples] == [(2, reason)]
+    exp = only(rep)
+    assert (exp.first, exp.last) == (T0, T0 + 1)
+    assert exp.live.latency.n == exp.candidate.latency.n == 2
+    assert report.to_json(rep)["experiments"]["exp"]["first"] == iso(T0)
+    assert report.render_html(rep)
+    code, out, err = cli(capsys, path, "--json")
+    assert code == 1
+    assert json.loads(out)["malformed"]["examples"] == [
+        {"path": str(path), "line": 2, "reason": reason}
+    ]
+    assert err.strip() == f"shadowdeco report: skipped 1 malformed line (first: {path}:2)"
+    code, out, err = cli(capsys, path)
+    assert code == 1
+    assert f"{path}:2 ({reason})" in out
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["deep", "ms", "huge duration"])
+def test_the_console_command_skips_an_odd_line_without_a_traceback(
+    tmp_path: Path, kind: str
+) -> None:
+    """`python -m shadowdeco report` on a log with such a line exits 1, saying where it is."""
+    path = write(tmp_path / "s.jsonl", [result(0), _odd_line(kind)[0], result(1)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "shadowdeco", "report", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == f"shadowdeco report: skipped 1 malformed line (first: {path}:2)\n"
+    assert json.loads(proc.stdout)["results"] == 2
+
+
+def test_times_from_year_1_to_9999_are_reported_in_few_buckets(tmp_path: Path) -> None:
+    """The earliest and latest times a date holds are read, and the ten millennia between
+    them fit in at most 60 epoch-aligned buckets, whose starts can all be printed."""
+    early = _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc).timestamp()
+    late = _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_dt.timezone.utc).timestamp()
+    path = write(
+        tmp_path / "s.jsonl",
+        [result(0, started=early), result(1), {**result(2), "started_at": late}],
+    )
+    rep = build(path)
+    exp = only(rep)
+    assert (rep.malformed, exp.first, exp.last) == (0, early, late)
+    agreement = exp.agreement
+    assert 2 <= len(agreement.buckets) <= 60
+    assert sum(b.results for b in agreement.buckets) == 3
+    assert agreement.buckets[0].start >= early
+    data = report.to_json(rep)["experiments"]["exp"]
+    assert (data["first"], data["last"]) == (iso(early), iso(late))
+    assert report.render_text(rep)
+    assert report.render_html(rep)
+
+
+def test_time_buckets_stay_bounded_whatever_the_span() -> None:
+    """However far apart the times, the buckets widen until they fit: no span is walked."""
+    week = 604_800
+    buckets = TimeBuckets()
+    for i in range(2_000):  # 2,000 weeks: more buckets than fit, even a week wide
+        buckets.add(T0 + i * week, True)
+    assert len(buckets.buckets) <= 512
+    width, chart = buckets.coarsened(60)
+    assert len(chart) <= 60
+    assert sum(counts[0] for _, counts in chart) == 2_000
+    for when in (-1e18, 1e300):  # far past any date: the buckets still stay few
+        buckets.add(when, False)
+    width, chart = buckets.coarsened(60)
+    assert len(buckets.buckets) <= 512
+    assert len(chart) <= 60
+    assert chart[0][0] <= -1e18
+    assert chart[-1][0] + width > 1e300
+    assert sum(counts[0] for _, counts in chart) == 2_002
+
+
+def test_huge_numbers_elsewhere_in_a_line_are_no_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A queue wait, score, output or label that no float holds, and statistics that overflow,
+    leave the line in the report: the number is left out (or counted as non-finite), and a
+    statistic no float holds is null in the JSON."""
+    huge = 10**400
+    records = [
+        result(0, key="a", queue_s=huge, score=huge, live=arm(huge), candidate=arm(0.5)),
+        result(1, live=arm(-1.7e308, seconds=1.7e308), candidate=arm(1.7e308, seconds=1e308)),
+        result(2, live=arm(1.7e308, seconds=1.7e308), candidate=arm(-1.7e308, seconds=1e308)),
+        result(3, live=arm(0.25), candidate=arm(0.75)),
+    ]
+    path = write(tmp_path / "s.jsonl", records)
+    labels = write_labels(tmp_path / "labels.jsonl", [("a", 0.5), ("b", 1.5)])
+    rep = build(path, labels=labels)
+    assert (rep.results, rep.malformed) == (4, 0)
+    exp = only(rep)
+    assert (exp.queue.n, exp.agreement.score_n, exp.output_kind) == (3, 0, "numeric")
+    assert exp.live.output.numeric is not None
+    assert exp.live.output.numeric.non_finite == 1
+    assert exp.ground_truth is not None
+    assert exp.ground_truth.live_failed == 1
+    code, out, _ = cli(capsys, path, "--labels", labels, "--json")
+    assert code == 0
+    data = json.loads(out)["experiments"]["exp"]
+    assert data["live"]["latency_s"]["mean"] is None  # two 1.7e308 add up past any float
+    assert data["candidate"]["latency_s"]["max"] == 1e308
+    assert report.render_text(rep)
+    assert report.render_html(rep)
+    big_labels = write_labels(tmp_path / "big.jsonl", [("a", huge)])
+    assert only(build(path, labels=big_labels)).ground_truth is not None
+
+
+def test_values_nested_deeper_than_json_goes_count_as_one_value() -> None:
+    """An output or key too deep for the JSON encoder is counted, not a crash."""
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert category(deep) == key_text(deep) == "(nested too deeply)"
+
+
+def test_labels_nested_too_deeply_are_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A labels line nested too deeply to parse stops the report with exit 2, naming it."""
+    path = write(tmp_path / "s.jsonl", [result(0)])
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"key": "a", "label": 1}\n' + _TOO_DEEP + "\n")
+    code, out, err = cli(capsys, path, "--labels", labels)
+    assert (code, out) == (2, "")
+    assert err == f"shadowdeco report: labels {labels}, line 2: nested too deeply\n"
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "glob", "labels"])

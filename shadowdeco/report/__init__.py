@@ -61,7 +61,7 @@ from ._model import (
     Quantiles,
     Report,
 )
-from ._read import InputError, Malformed, expand_paths, parse_time
+from ._read import InputError, Malformed, expand_paths, parse_time, unix_time
 from ._text import render_text
 
 __all__ = [
@@ -146,15 +146,20 @@ def _moment(value: Moment, name: str) -> float | None:
         return None
     if isinstance(value, _dt.datetime):
         aware = value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
-        return aware.timestamp()
-    if isinstance(value, str):
+        seconds: float = aware.timestamp()
+    elif isinstance(value, str):
         try:
             return parse_time(value)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise TypeError(f"{name} must be Unix seconds, ISO 8601 text or a datetime, got {value!r}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value
+    else:
+        raise TypeError(f"{name} must be Unix seconds, ISO 8601 text or a datetime, got {value!r}")
+    try:
+        return unix_time(seconds)
+    except ValueError as exc:  # 1e300, NaN: no date, so no time to print or compare with
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def stats_record(source: _Experiment | str, stats: Stats | None = None) -> dict[str, Any]:

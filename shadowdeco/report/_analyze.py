@@ -9,9 +9,11 @@ most).  See :mod:`._stats` for the error of sampled quantiles.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import math
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeGuard
@@ -36,7 +38,7 @@ from ._model import (
     Quantiles,
     Report,
 )
-from ._read import Problems, Source, read_records, record_time
+from ._read import EARLIEST, Problems, Source, read_records, record_time
 from ._stats import CappedCounter, Moments, Reservoir, TimeBuckets, macro_f1, quantile
 from ._values import describe, key_text, number
 
@@ -59,6 +61,7 @@ _DOMINANT_SHARE: Final = 0.9
 _DOMINANT_MARGIN: Final = 0.25
 _INTEGER: Final = re.compile(r"-?\d{1,18}")
 _STATS_FIELDS: Final = ("sampled", "skipped", "emitted", "in_flight", "sink_errors")
+_FLOAT_MAX: Final = sys.float_info.max
 
 
 class _ArmAcc:
@@ -235,8 +238,29 @@ class _TruthAcc:
 
 
 def _finite(value: object) -> TypeGuard[int | float]:
-    """True for a JSON number that is finite (not a bool, not NaN or infinite)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """True for a JSON number a float holds finitely (not a bool, NaN, infinite or an int past
+    the float range)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and -_FLOAT_MAX <= value <= _FLOAT_MAX
+    )
+
+
+def _bad_duration(record: dict[str, Any]) -> str | None:
+    """Why the line is malformed if an arm's ``duration_s`` is a number no float holds
+    finitely (NaN, infinite, an int past the float range), else None.  (Not a number at all
+    is no duration, as a missing one.)"""
+    for name in ("live", "candidate"):
+        duration = record[name].get("duration_s")
+        if duration.__class__ is float and duration - duration == 0.0:  # finite: the usual case
+            continue
+        numeric = isinstance(duration, (int, float)) and not isinstance(duration, bool)
+        if numeric and not _finite(duration):
+            return f"{name} duration_s is not a finite number of seconds"
+    return None
 
 
 def _usable_number(observed: tuple[bool, Any, str]) -> float | None:
@@ -361,7 +385,15 @@ def analyze(
             continue
         if choosing and not selected(name):
             continue
-        when = record_time(record.get("started_at"))
+        try:
+            when = record_time(record.get("started_at"))
+        except ValueError as exc:  # a time no date holds: in milliseconds, NaN, 1e300
+            problems.skip(source, line, str(exc))
+            continue
+        bad = _bad_duration(record)
+        if bad is not None:
+            problems.skip(source, line, bad)
+            continue
         if windowed and (
             when is None
             or (since is not None and when < since)
@@ -589,13 +621,14 @@ def _histogram(live: Reservoir, candidate: Reservoir) -> Histogram | None:
         low, high, clipped = p1, p99, True
     if high == low:
         low, high = low - 0.5, high + 0.5
-    width = (high - low) / _HISTOGRAM_BINS
+    # Divided first and binned by comparison: no step overflows, even from -1e308 to 1e308.
+    width = high / _HISTOGRAM_BINS - low / _HISTOGRAM_BINS
     edges = (*(low + i * width for i in range(_HISTOGRAM_BINS)), high)
 
     def shares(values: Iterable[float], n: int) -> tuple[float, ...]:
         counts = [0] * _HISTOGRAM_BINS
-        for x in values:
-            counts[min(max(int((x - low) / width), 0), _HISTOGRAM_BINS - 1)] += 1
+        for x in values:  # below the second edge: the first bin; from the last but one: the last
+            counts[bisect.bisect_right(edges, x, 1, _HISTOGRAM_BINS) - 1] += 1
         return tuple(c / n if n else 0.0 for c in counts)
 
     return Histogram(
@@ -726,7 +759,8 @@ def _finish(
         mismatched=acc.mismatched,
         not_comparable=acc.not_comparable,
         bucket_seconds=width,
-        buckets=tuple(Bucket(float(start), *counts) for start, counts in buckets),
+        # Epoch-aligned, the first bucket can start before the year 1 that a date can hold.
+        buckets=tuple(Bucket(max(float(start), EARLIEST), *counts) for start, counts in buckets),
         score_n=acc.score.n,
         score_mean=acc.score.mean if acc.score.n else None,
     )

@@ -130,7 +130,7 @@ def duration_label(seconds: int) -> str:
     """A bucket width for people: ``30 s``, ``5 min``, ``1 h``, ``1 day``, ``1 week``."""
     if seconds % 604800 == 0:
         weeks = seconds // 604800
-        return f"{weeks} week" + ("s" if weeks > 1 else "")
+        return f"{weeks:,} week" + ("s" if weeks > 1 else "")
     if seconds % 86400 == 0:
         days = seconds // 86400
         return f"{days} day" + ("s" if days > 1 else "")

@@ -5,7 +5,9 @@
 
 Keys are stable: a key is never removed or renamed within schema ``/1`` (new ones may be
 added).  Times are ISO 8601 UTC strings, durations seconds, rates fractions in 0…1, and a
-statistic with no data is ``null``.  The shape (``QUANTILES`` and ``ARM`` are used twice)::
+statistic with no data is ``null`` (as is one that no float holds: the mean of outputs near
+``1e308`` overflows), so the JSON is strict: no ``NaN`` or ``Infinity``.  The shape
+(``QUANTILES`` and ``ARM`` are used twice)::
 
     {
       "schema": "shadowdeco.report/1",
@@ -75,6 +77,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 from typing import Any
 
 from ._model import Arm, Experiment, Quantiles, Report
@@ -91,6 +94,22 @@ def render_json(report: Report) -> str:
 
 def to_json(report: Report) -> dict[str, Any]:
     """The report as plain JSON-ready data in the schema above."""
+    data: dict[str, Any] = _strict(_report(report))
+    return data
+
+
+def _strict(data: Any) -> Any:
+    """``data`` with each NaN or infinite float as None: strict JSON has no spelling for them."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _strict(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_strict(value) for value in data]
+    return data
+
+
+def _report(report: Report) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "complete": report.complete,

@@ -130,6 +130,8 @@ def _rows(path: str, handle: Any, jsonl: bool) -> Iterator[tuple[int, str, Any]]
                 record = json.loads(text)
             except ValueError:
                 raise InputError(f"labels {path}, line {line}: not JSON") from None
+            except RecursionError:  # "[[[[…": deeper than the parser's stack
+                raise InputError(f"labels {path}, line {line}: nested too deeply") from None
             if not isinstance(record, dict) or "key" not in record or "label" not in record:
                 raise InputError(
                     f'labels {path}, line {line}: expected {{"key": ..., "label": ...}}'

@@ -12,10 +12,10 @@
 * ``-`` reads standard input.  Gzip files are recognised by their first bytes.
 * Every file is opened once before any is read, so a missing or unreadable one stops the
   report before it starts (:class:`InputError`, whose message names the file), never halfway.
-* A line that is not a JSON object is skipped and counted by :class:`Problems` (with the first
-  few file names and line numbers); a blank line is ignored.  A last line with no newline that
-  does not parse is skipped as *unfinished* (a file still being written).  Memory is one line
-  at a time.
+* A line that is not a JSON object (or is nested too deeply to parse) is skipped and counted
+  by :class:`Problems` (with the first few file names and line numbers); a blank line is
+  ignored.  A last line with no newline that does not parse is skipped as *unfinished* (a file
+  still being written).  Memory is one line at a time.
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Final
 
-__all__ = ["InputError", "Malformed", "Problems", "Source", "expand_paths", "read_records"]
+__all__ = [
+    "EARLIEST",
+    "InputError",
+    "Malformed",
+    "Problems",
+    "Source",
+    "expand_paths",
+    "read_records",
+    "unix_time",
+]
 
 _BACKUP: Final = re.compile(r"\.(\d+)(?:\.gz)?")
 _BACKUP_END: Final = re.compile(r"\.\d+(?:\.gz)?$")
@@ -43,8 +52,18 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 #: (a report of a live service's log), or stopped in the middle of a line.
 _UNFINISHED: Final = "unfinished last line: still being written?"
 
+#: Why a line that ``json`` cannot parse without running out of stack was skipped.
+_TOO_DEEP: Final = "nested too deeply"
+
 #: Malformed lines listed by file and number; the rest are only counted.
 EXAMPLES: Final = 5
+
+#: The Unix times a ``datetime`` holds: the years 1 to 9999 (UTC), ``END`` excluded.  The
+#: report prints, compares and buckets times as dates, so a time outside them (a number in
+#: milliseconds, ``1e300``, NaN) is not one it can use.
+EARLIEST: Final = _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc).timestamp()
+END: Final = _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=_dt.timezone.utc).timestamp() + 1
+_NOT_A_TIME: Final = "not a time between the years 1 and 9999"
 
 
 class InputError(Exception):
@@ -165,6 +184,9 @@ def read_records(
                             ended = line.endswith(b"\n")  # else: the last line, cut short
                             problems.skip(source, number, "not JSON" if ended else _UNFINISHED)
                         continue
+                    except RecursionError:  # "[[[[…": deeper than the parser's stack
+                        problems.skip(source, number, _TOO_DEEP)
+                        continue
                     if isinstance(record, dict):
                         yield source, number, record
                     else:
@@ -174,36 +196,62 @@ def read_records(
             problems.read_errors.append(f"cannot read {source.path} after line {number}: {reason}")
 
 
+def unix_time(seconds: float) -> float:
+    """``seconds`` as a float, if a ``datetime`` holds that time (:data:`EARLIEST` to
+    :data:`END`); else ``ValueError``.  Checked before any conversion, so NaN and an int past
+    the float range fail the same way."""
+    if EARLIEST <= seconds < END:
+        return float(seconds)
+    raise ValueError(_NOT_A_TIME)
+
+
 def parse_time(text: str) -> float:
     """Unix time of an ISO 8601 date or date-time; a trailing ``Z`` and no zone mean UTC.
 
     ``ValueError`` names the text.  (Python 3.10's ``fromisoformat`` refuses ``Z``.)
     """
+    moment = _parse_iso(text)
+    if moment is None:
+        raise ValueError(f"not an ISO 8601 date or time: {text!r}")
+    try:
+        return unix_time(moment.timestamp())
+    except ValueError as exc:  # 0001-01-01T00:00+01:00 is before the year 1 in UTC
+        raise ValueError(f"{exc}: {text!r}") from None
+
+
+def record_time(value: Any) -> float | None:
+    """Unix time of a record's ``started_at`` (ISO text, or a number), or None without one.
+
+    ``ValueError`` for a time no ``datetime`` holds (see :func:`unix_time`): the line is
+    malformed.  Text that is no date at all is no time, as a missing one.
+    """
+    if isinstance(value, str):
+        try:
+            moment = _dt.datetime.fromisoformat(value)  # the fast path: what to_dict() writes
+        except ValueError:
+            parsed = _parse_iso(value)
+            if parsed is None:
+                return None
+            moment = parsed
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+        seconds: float = moment.timestamp()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value
+    else:
+        return None
+    if EARLIEST <= seconds < END:
+        return float(seconds)
+    raise ValueError(f"started_at is {_NOT_A_TIME}")
+
+
+def _parse_iso(text: str) -> _dt.datetime | None:
+    """An ISO 8601 date or date-time as an aware datetime (no zone: UTC), or None."""
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     try:
         moment = _dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"not an ISO 8601 date or time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.timestamp()
-
-
-def record_time(value: Any) -> float | None:
-    """Unix time of a record's ``started_at`` (ISO text, or a number), or None."""
-    if isinstance(value, str):
-        try:
-            moment = _dt.datetime.fromisoformat(value)  # the fast path: what to_dict() writes
-        except ValueError:
-            try:
-                return parse_time(value)
-            except ValueError:
-                return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=_dt.timezone.utc)
-        return moment.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.timezone.utc)

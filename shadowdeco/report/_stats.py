@@ -18,8 +18,9 @@ Every accumulator here holds a fixed amount of memory whatever the length of the
 * :class:`CappedCounter` counts the first ``cap`` distinct values exactly; values first seen
   after that go to one ``other`` count, and the distinct count becomes a lower bound.
 * :class:`TimeBuckets` counts per fixed-width time bucket aligned to the Unix epoch, and widens
-  the buckets (1 s, 5 s, 10 s, 30 s, 1 min, … 1 week) when there are too many, merging the
-  old ones, so a log of any time span fits in at most ``max_buckets`` buckets.
+  the buckets (1 s, 5 s, 10 s, 30 s, 1 min, … 1 week, then ten times wider each step) when
+  there are too many, merging the old ones, so a log of any time span fits in at most
+  ``max_buckets`` buckets.
 * :class:`Moments` keeps a count, mean and variance (Welford), exactly.
 """
 
@@ -204,29 +205,44 @@ class Moments:
 _WIDTHS: Final = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200, 86400, 604800)
 
 
+def _width(index: int) -> int:
+    """The ``index``-th bucket width: one of ``_WIDTHS``, then ten times wider each step, so
+    there is always a wider one and times any distance apart end up in few buckets."""
+    last = len(_WIDTHS) - 1
+    return _WIDTHS[index] if index <= last else _WIDTHS[last] * 10 ** (index - last)
+
+
 class TimeBuckets:
-    """Per-bucket counters ``[results, matched, mismatched]`` over epoch-aligned time buckets."""
+    """Per-bucket counters ``[results, matched, mismatched]`` over epoch-aligned time buckets.
+
+    ``when`` is a finite Unix time.  Widening ends at the latest when every time falls in one
+    of the two buckets either side of the epoch, so ``max_buckets`` (and the ``at_most`` of
+    :meth:`coarsened`) must be 2 or more.
+    """
 
     __slots__ = ("_index", "buckets", "max_buckets")
 
     def __init__(self, max_buckets: int = 512) -> None:
+        if max_buckets < 2:
+            raise ValueError(f"max_buckets must be at least 2, got {max_buckets!r}")
         self.max_buckets = max_buckets
-        self._index = 0  # into _WIDTHS
+        self._index = 0  # into the widths (see _width)
         self.buckets: dict[int, list[int]] = {}
 
     @property
     def width(self) -> int:
-        return _WIDTHS[self._index]
+        return _width(self._index)
 
     def add(self, when: float, match: bool | None) -> None:
         slot = int(when // self.width)
         counts = self.buckets.get(slot)
         if counts is None:
-            if len(self.buckets) >= self.max_buckets and self._index < len(_WIDTHS) - 1:
+            while counts is None and len(self.buckets) >= self.max_buckets:
                 self._widen()
-                self.add(when, match)
-                return
-            counts = self.buckets[slot] = [0, 0, 0]
+                slot = int(when // self.width)
+                counts = self.buckets.get(slot)
+            if counts is None:
+                counts = self.buckets[slot] = [0, 0, 0]
         counts[0] += 1
         if match is True:
             counts[1] += 1
@@ -234,15 +250,8 @@ class TimeBuckets:
             counts[2] += 1
 
     def _widen(self) -> None:
-        old = self.width
+        self.buckets = _merged(self.buckets, _width(self._index + 1) // self.width)
         self._index += 1
-        factor = self.width // old
-        merged: dict[int, list[int]] = {}
-        for slot, counts in self.buckets.items():
-            into = merged.setdefault(slot // factor, [0, 0, 0])
-            for i in range(3):
-                into[i] += counts[i]
-        self.buckets = merged
 
     def coarsened(self, at_most: int) -> tuple[int, list[tuple[int, list[int]]]]:
         """``(width, [(bucket start, counts), ...])`` with the widths widened to ``at_most``.
@@ -250,25 +259,28 @@ class TimeBuckets:
         The buckets run without gaps from the first to the last one that holds results; empty
         ones in between are kept (with zero counts), so a chart shows the hole.
         """
+        if at_most < 2:
+            raise ValueError(f"at_most must be at least 2, got {at_most!r}")
         width_index = self._index
         buckets = self.buckets
-        while True:
-            width = _WIDTHS[width_index]
-            if not buckets:
-                return width, []
-            first, last = min(buckets), max(buckets)
-            if last - first + 1 <= at_most or width_index == len(_WIDTHS) - 1:
-                break
-            factor = _WIDTHS[width_index + 1] // width
-            merged: dict[int, list[int]] = {}
-            for slot, counts in buckets.items():
-                into = merged.setdefault(slot // factor, [0, 0, 0])
-                for i in range(3):
-                    into[i] += counts[i]
-            buckets = merged
+        if not buckets:
+            return self.width, []
+        while max(buckets) - min(buckets) + 1 > at_most:
+            buckets = _merged(buckets, _width(width_index + 1) // _width(width_index))
             width_index += 1
-        span = range(first, last + 1)
+        width = _width(width_index)
+        span = range(min(buckets), max(buckets) + 1)
         return width, [(slot * width, list(buckets.get(slot, [0, 0, 0]))) for slot in span]
+
+
+def _merged(buckets: dict[int, list[int]], factor: int) -> dict[int, list[int]]:
+    """The buckets ``factor`` times wider: each new one sums the old ones it covers."""
+    merged: dict[int, list[int]] = {}
+    for slot, counts in buckets.items():
+        into = merged.setdefault(slot // factor, [0, 0, 0])
+        for i in range(3):
+            into[i] += counts[i]
+    return merged
 
 
 def macro_f1(tp: dict[str, int], fp: dict[str, int], fn: dict[str, int]) -> float | None:

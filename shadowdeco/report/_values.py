@@ -28,6 +28,9 @@ NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.i
 # Longer category texts are cut and tagged with a digest of the whole, so two long values that
 # share a prefix still count as two.
 _MAX_TEXT: Final = 120
+#: The text of a value nested deeper than the JSON encoder goes (a few levels less than the
+#: parser, so a line can parse and still hold one).
+_TOO_DEEP: Final = "(nested too deeply)"
 
 
 def is_http(value: Any) -> bool:
@@ -98,7 +101,10 @@ def number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int past the float range still has a sign
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
         return NON_FINITE.get(value)
     return None
@@ -135,4 +141,9 @@ def type_name(value: Any) -> str:
 
 
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        )
+    except RecursionError:
+        return _TOO_DEEP
