@@ -1216,6 +1216,8 @@ class AsgiBlocking:
         self.release = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # no lifespan of its own
+            return
         self.entered.set()
         await self.release.wait()
         self.log.append("candidate finished")

@@ -4,18 +4,28 @@ candidate swapped while serving, header rules that overlap, and options that are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import fastapi
 import pytest
 from http_helpers import AsgiClient, CandidateServer, body_messages, call_wsgi, http_scope
 from http_helpers import make_environ as environ_of
+from starlette.exceptions import StarletteDeprecationWarning
 
 import shadowdeco
 from shadowdeco import sinks
 from shadowdeco.middleware import ShadowASGIMiddleware, ShadowWSGIMiddleware
+
+with warnings.catch_warnings():
+    # Starlette 1.x asks for httpx2 in its TestClient; the httpx we have works the same.
+    warnings.filterwarnings("ignore", message=".*httpx2", category=StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
 
 _names = itertools.count()
 
@@ -122,6 +132,62 @@ def test_a_mounted_asgi_app_keeps_its_root_path_in_the_candidate(
     assert result.candidate.value.body == client.body
     assert result.match is True
     assert result.inputs["args"][0]["path"] == "/api/predict"
+
+
+# --------------------------------------------------------------------------------------------
+# The lifespan of an in-process ASGI candidate
+
+
+def model_app(factor: int, events: list[str]) -> Any:
+    """A FastAPI app that loads its "model" at startup, as ML services do."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[dict[str, Any]]:
+        events.append(f"startup x{factor}")
+        yield {"model": lambda x: x * factor}
+        events.append(f"shutdown x{factor}")
+
+    app = fastapi.FastAPI(lifespan=lifespan)
+
+    @app.get("/predict")
+    def predict(x: int, request: fastapi.Request) -> dict[str, int]:
+        return {"y": request.state.model(x)}
+
+    return app
+
+
+def test_an_asgi_candidate_app_gets_its_own_lifespan(memory: sinks.Memory) -> None:
+    """The candidate app starts up beside live (its own state: the model it loads) and
+    shuts down after the mirrors drained, before live does; mirrors see its state."""
+    events: list[str] = []
+    app = asgi(model_app(2, events), model_app(3, events), memory)
+    with TestClient(app) as client:
+        assert sorted(events) == ["startup x2", "startup x3"]
+        assert client.get("/predict", params={"x": 5}).json() == {"y": 10}
+        assert app.shadow.flush(10)
+    assert events[2:] == ["shutdown x3", "shutdown x2"]
+    (result,) = memory.results
+    assert result.candidate.status == "ok"
+    assert json.loads(result.candidate.value.body) == {"y": 15}
+
+
+async def no_lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    assert scope["type"] == "http", "this app serves HTTP only"
+    await tagged_asgi(b"plain")(scope, receive, send)
+
+
+def test_a_candidate_without_lifespan_support_leaves_live_starting(
+    memory: sinks.Memory,
+) -> None:
+    """An app that raises on the lifespan scope (servers treat that as "no lifespan") does
+    not stop live's startup, and its mirrors run."""
+    events: list[str] = []
+    app = asgi(model_app(2, events), no_lifespan_app, memory)
+    with TestClient(app) as client:
+        assert client.get("/predict", params={"x": 1}).json() == {"y": 2}
+        assert app.shadow.flush(10)
+    assert events == ["startup x2", "shutdown x2"]
+    assert memory.results[0].candidate.value.body == b"plain"
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,12 +11,14 @@
 FastAPI / Starlette: ``app.add_middleware(ShadowASGIMiddleware, candidate=...)`` or wrap the
 app object.  Messages pass through at once, in order; lifespan and websocket scopes pass
 straight through, except that ``lifespan.shutdown`` first drains the pending mirrors (up to
-``drain_timeout`` seconds) so nothing is lost on a deploy.
+``drain_timeout`` seconds) so nothing is lost on a deploy.  An in-process candidate app gets
+a lifespan of its own beside live's (its startup, its state, its shutdown after the drain).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -36,6 +38,8 @@ from ._http import (
 )
 
 __all__ = ["ShadowASGIMiddleware"]
+
+log = logging.getLogger("shadowdeco")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -109,7 +113,7 @@ class ShadowASGIMiddleware(Mirror):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
+            await self.app(scope, self._lifespan_receive(scope, receive), send)
             return
         exp = self.shadow
         if (
@@ -145,15 +149,23 @@ class ShadowASGIMiddleware(Mirror):
         # a partial body would compare as a false mismatch.  Finished already otherwise.
         watcher.abandon("incomplete_response")
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
+    def _lifespan_receive(self, scope: Scope, receive: Receive) -> Receive:
+        candidate = self.shadow.candidate
+        beside = _Lifespan(candidate, scope) if isinstance(candidate, ASGICandidate) else None
+
         async def observed() -> Message:
             message = await receive()
-            if message.get("type") == "lifespan.shutdown":
+            kind = message.get("type")
+            if kind == "lifespan.startup" and beside is not None:
+                beside.start()  # beside live's: live's startup does not wait for it
+            elif kind == "lifespan.shutdown":
                 # A graceful stop: let every pending shadow finish (the mirrors, and @shadow
                 # calls made by the app) before the app shuts down.  Servers such as uvicorn
                 # end the process by re-raising SIGTERM, so the exit flush may never run.
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(None, flush_all, self.drain_timeout)
+                if beside is not None:
+                    await beside.stop(self.drain_timeout)
             return message
 
         return observed
@@ -262,12 +274,69 @@ class _Response(LiveResponse):
                 self.finish(None)  # the response is complete: the app may still run on
 
 
+class _Lifespan:
+    """An in-process candidate app's own lifespan, run beside live's: started with it, its
+    state given to the mirrored requests, shut down after the mirrors drained.  An app that
+    fails its startup, or raises on the lifespan scope (no lifespan support, as servers
+    take it), is logged and still gets its mirrors."""
+
+    def __init__(self, candidate: ASGICandidate, scope: Scope) -> None:
+        self.candidate = candidate
+        self.state: dict[str, Any] = {}
+        self._scope = {**scope, "state": self.state}  # live's lifespan scope, its own state
+        self._messages: asyncio.Queue[Message] = asyncio.Queue()
+        self._stopped = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.candidate.started = asyncio.Event()  # its mirrors wait for the startup
+        self.candidate.state = self.state
+        self._messages.put_nowait({"type": "lifespan.startup"})
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        started = self.candidate.started
+        try:
+            await self.candidate.app(self._scope, self._messages.get, self._send)
+        except Exception:  # the candidate's lifespan: logged, never raised
+            if started is not None and not started.is_set():
+                log.info("shadowdeco: the candidate app %r has no lifespan", self.candidate.app)
+            else:
+                log.exception("shadowdeco: the candidate app's lifespan raised")
+        finally:
+            if started is not None:
+                started.set()
+            self._stopped.set()
+
+    async def _send(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "lifespan.startup.failed":
+            log.error("shadowdeco: the candidate app's startup failed: %s", message.get("message"))
+        if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
+            if self.candidate.started is not None:
+                self.candidate.started.set()
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            self._stopped.set()
+
+    async def stop(self, timeout: float) -> None:
+        if self._task is None or self._task.done():
+            return
+        self._messages.put_nowait({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("shadowdeco: the candidate app did not shut down within %s s", timeout)
+
+
 class ASGICandidate:
     """Runs an ASGI app on the mirrored request, as a task on the server's loop."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self._settings = settings
+        #: set by its lifespan (see _Lifespan): mirrors wait for its startup, and get its state
+        self.started: asyncio.Event | None = None
+        self.state: dict[str, Any] | None = None
 
     async def __call__(self, request: Request) -> HttpResponse:
         path, _, _ = request.path.partition("?")
@@ -292,6 +361,10 @@ class ASGICandidate:
             "client": None,
             "server": None,
         }
+        if self.started is not None:
+            await self.started.wait()  # the app's startup (loading its model) came first
+        if self.state is not None:
+            scope["state"] = dict(self.state)  # per request, as servers copy it
         done = asyncio.Event()
         sent_body = False
 
