@@ -245,6 +245,8 @@ class JsonLines:
         self._failing = False  # inside a burst of write errors, which was logged already
         # The interval write's last failure, not counted yet: it has no caller to raise to.
         self._unreported: OSError | None = None
+        self._rotate_at = 0.0  # no rotation before (monotonic): the last one failed
+        self._rotate_failing = False  # inside a burst of failed rotations, logged already
         self._next_check = 0.0  # monotonic time of the next moved-or-deleted check
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -295,11 +297,8 @@ class JsonLines:
         error: OSError | None = None
         if self.max_bytes is not None:
             size = self._file_size + self._buf_bytes
-            if size and size + len(line) > self.max_bytes:
-                try:
-                    self._rotate()
-                except OSError as exc:  # the line is kept, for whatever file opens next
-                    error = exc
+            if size and size + len(line) > self.max_bytes and time.monotonic() >= self._rotate_at:
+                error = self._rotate()  # reported there; the line is kept, for the next file
         self._buf.append(line)
         self._buf_bytes += len(line)
         if self._timer is None:
@@ -309,9 +308,38 @@ class JsonLines:
                 self._write_out(force_check=False)
             except OSError as exc:
                 error = exc
-        if error is not None:
-            self._report(error)
+                self._report(exc)
         return error
+
+    def _rotate(self) -> OSError | None:
+        """Rotate; the error, reported, if it failed.  When renaming fails (a directory gone
+        read-only), the lines go on into the current file, past ``max_bytes`` rather than
+        lost, and rotation is tried again a ``flush_interval`` later, not before every line;
+        the first failure of a burst is logged."""
+        try:
+            self._write_out(force_check=False)  # what is buffered belongs in the old file
+        except OSError as exc:
+            self._report(exc)
+            return exc
+        try:
+            self._rotate_files()
+        except OSError as exc:
+            self._rotate_at = time.monotonic() + self.flush_interval
+            if not self._rotate_failing:
+                self._rotate_failing = True
+                _sink_log.warning(
+                    "shadowdeco: %r cannot rotate (%s); writing on past max_bytes, "
+                    "trying again every %s s",
+                    self,
+                    exc,
+                    self.flush_interval,
+                )
+            return exc
+        if self._rotate_failing:
+            self._rotate_failing = False
+            _sink_log.info("shadowdeco: %r rotates again", self)
+        self._rotate_at = 0.0
+        return None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write the buffered lines (and ``os.fsync`` with ``fsync=True``).
@@ -468,8 +496,7 @@ class JsonLines:
         else:
             self._file_size = st.st_size  # counts other processes' lines too
 
-    def _rotate(self) -> None:
-        self._write_out(force_check=False)  # what is buffered belongs in the old file
+    def _rotate_files(self) -> None:
         self._close_fd()
         if self.backups == 0:
             self._open(truncate=True)

@@ -397,6 +397,39 @@ def sink_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
+def test_a_rotation_that_keeps_failing_is_retried_once_an_interval(
+    jsonl_path: str,
+    make: Callable[..., sinks.JsonLines],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A directory that no longer lets the file be renamed: the lines go on into the current
+    file (past max_bytes, rather than lost), rotation is retried once per flush_interval,
+    not before every line, and the burst is one warning and one error."""
+    sink = make(jsonl_path, max_bytes=600)
+    renames: list[str] = []
+
+    def refused(src: str, dst: str) -> None:
+        renames.append(src)
+        raise PermissionError(13, "Permission denied", dst)
+
+    sink.emit(result(0))
+    monkeypatch.setattr(os, "replace", refused)
+    errors = 0
+    with caplog.at_level(logging.INFO, logger="shadowdeco.sinks"):
+        for n in range(1, 20):
+            try:
+                sink.emit(result(n))
+            except OSError:
+                errors += 1
+        sink.flush()
+    assert (len(renames), errors) == (1, 1)
+    assert (sink.lines_written, sink.lines_lost) == (20, 0)
+    assert len(read_lines(jsonl_path)) == 20
+    assert len(sink_warnings(caplog)) == 1
+    assert not [r for r in caplog.records if "writes again" in r.getMessage()]
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_a_full_disk_is_counted_logged_once_and_never_reaches_the_caller(
     caplog: pytest.LogCaptureFixture,
