@@ -165,7 +165,14 @@ def worker_for(sink: Any) -> SinkWorker:
         with _lock:
             worker = _workers.get(id(sink))
             if worker is None or worker.sink is not sink:
-                worker = _workers[id(sink)] = SinkWorker(sink)
+                worker = SinkWorker(sink)
+                # Two sinks of one name (two lambdas) are told apart in stats and logs.
+                taken = {w.name for w in _workers.values()}
+                base, n = worker.name, 1
+                while worker.name in taken:
+                    n += 1
+                    worker.name = f"{base}#{n}"
+                _workers[id(sink)] = worker
     return worker
 
 

@@ -188,3 +188,12 @@ def test_shutdown_keeps_to_its_deadline_with_hanging_sinks(
         assert not any(sink.closed for sink in hung)
     finally:
         release.set()
+
+
+def test_two_sinks_of_one_name_are_told_apart() -> None:
+    """Two lambdas (or two sinks of one class and path) get names of their own in stats."""
+    first, second = (lambda r: None), (lambda r: None)
+    names = [_delivery.worker_for(sink).name for sink in (first, second, first)]
+    assert names[0] == names[2]
+    assert names[0] != names[1]
+    assert names[1] == names[0] + "#2"
