@@ -74,27 +74,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture
-def memory() -> sinks.Memory:
-    return sinks.Memory()
-
-
-@pytest.fixture
-def candidate_server() -> Iterator[CandidateServer]:
-    """A candidate service on 127.0.0.1, stopped after the test (after the experiments)."""
-    server = CandidateServer()
-    thread = threading.Thread(target=server.serve_forever, name="candidate-server", daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.gate.set()
-        shadowdeco.shutdown(timeout=5)  # the mirrors' kept-alive connections close first
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
 def refused_url() -> str:
     """A base URL nobody listens on (connection refused)."""
     with socket.socket() as sock:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -58,26 +57,6 @@ def adds_up(exp: shadowdeco.Experiment) -> shadowdeco.Stats:
     stats = exp.stats()
     assert stats.sampled == stats.emitted + sum(stats.dropped.values()) + stats.in_flight
     return stats
-
-
-@pytest.fixture
-def memory() -> sinks.Memory:
-    return sinks.Memory()
-
-
-@pytest.fixture
-def candidate_server() -> Iterator[CandidateServer]:
-    server = CandidateServer()
-    thread = threading.Thread(target=server.serve_forever, name="candidate-server", daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.gate.set()
-        shadowdeco.shutdown(timeout=5)
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 # --------------------------------------------------------------------------------------------
