@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -197,3 +198,42 @@ def test_two_sinks_of_one_name_are_told_apart() -> None:
     assert names[0] == names[2]
     assert names[0] != names[1]
     assert names[1] == names[0] + "#2"
+
+
+def test_results_past_the_emitter_bound_are_dropped_as_backlog() -> None:
+    """Results waiting to be compared and built (async candidates' go through the emitter
+    thread) are bounded by max_pending_results; past it they are dropped as backlog."""
+    release, entered = threading.Event(), threading.Event()
+
+    def slow_compare(live: Any, candidate: Any) -> bool:
+        entered.set()
+        release.wait(30)
+        return True
+
+    async def candidate(x: int) -> int:
+        return x
+
+    memory = sinks.Memory()
+    shadowdeco.configure(max_pending_results=2)
+
+    @shadow(candidate=candidate, compare=slow_compare, sinks=[memory], name="emitter-bound")
+    async def live(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        for i in range(6):
+            assert await live(i) == i
+        await asyncio.gather(*list(live.shadow._lane.tasks))
+        await asyncio.sleep(0)  # their done-callbacks hand the results over
+
+    try:
+        asyncio.run(main())
+        assert entered.wait(10)
+        stats = live.shadow.stats()
+        assert dict(stats.dropped) == {"backlog": 4}  # one in the comparator, two waiting
+        assert_adds_up(stats)
+    finally:
+        release.set()
+    assert live.shadow.flush(10)
+    stats = live.shadow.stats()
+    assert (stats.emitted, stats.in_flight, len(memory)) == (2, 0, 2)

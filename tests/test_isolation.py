@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import pytest
 from helpers import KINDS, MODES, assert_adds_up, build
 
-from shadowdeco import shadow, sinks
+from shadowdeco import _runner, shadow, sinks
 
 
 class CandidateBoom(Exception):
@@ -126,6 +127,32 @@ def test_comparator_errors_are_counted_and_the_result_still_goes_out() -> None:
     assert result.match is None
     stats = predict.shadow.stats()
     assert (stats.compare_errors, stats.emitted) == (1, 1)
+
+
+def test_failures_are_logged_at_most_once_a_minute_and_all_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A comparator failing on every call is one ERROR record a minute (the next one says
+    how many were not shown); stats() counts every failure."""
+    clock = [1000.0]
+    monkeypatch.setattr(_runner.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_runner, "_failures", {})
+
+    def broken(live: Any, candidate: Any) -> bool:
+        raise ValueError("comparator bug")
+
+    predict = shadow(candidate=abs, compare=broken, sinks=[], name="rate-limited")(abs)
+    with caplog.at_level(logging.ERROR, logger="shadowdeco"):
+        for i in range(10):
+            predict(i)
+        assert predict.shadow.flush(10)
+        clock[0] += 61  # a minute later
+        predict(10)
+        assert predict.shadow.flush(10)
+    records = [r.getMessage() for r in caplog.records if "rate-limited" in r.getMessage()]
+    assert len(records) == 2
+    assert "9 more like it" in records[1]
+    assert predict.shadow.stats().compare_errors == 11
 
 
 def test_a_raising_sink_does_not_stop_the_next_sink() -> None:

@@ -763,6 +763,9 @@ def test_wsgi_url_candidate_gets_no_hop_by_hop_headers(
     assert not (hop_names | {"transfer-encoding"}) & seen.names
     assert seen.header("connection") in {None, "keep-alive"}  # http.client's own, if any
     assert seen.header("host") != "live.example"
+    recorded = {name for name, _ in memory.results[0].inputs["args"][0]["headers"]}
+    assert "proxy-authorization" not in recorded  # a credential: never in a result either
+    assert "x-end-to-end" in recorded
 
 
 def test_wsgi_url_candidate_gets_no_connection_named_headers(

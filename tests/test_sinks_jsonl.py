@@ -288,6 +288,22 @@ def test_mode_is_applied_exactly(tmp_path: Path, make: Callable[..., sinks.JsonL
     assert stat.S_IMODE(os.stat(tmp_path / "group.jsonl").st_mode) == 0o640
 
 
+@pytest.mark.usefixtures("permissive_umask")
+def test_an_existing_file_keeps_its_mode(
+    tmp_path: Path, make: Callable[..., sinks.JsonLines]
+) -> None:
+    """The sink appends to a file that exists without changing its mode (whoever made it
+    chose it): mode applies to the files the sink creates."""
+    path = tmp_path / "shared.jsonl"
+    path.write_text('{"earlier": true}\n')
+    path.chmod(0o644)
+    sink = make(path, mode=0o600)
+    sink.emit(result(1))
+    sink.flush()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert len(path.read_text().splitlines()) == 2
+
+
 # --------------------------------------------------------------------------------------------
 # Rotation
 
