@@ -277,6 +277,7 @@ class Experiment:
         self._sample_value = sample
         self._sampler = _sampling.coerce(sample, param="sample")
         self._rate = _rate_of(self._sampler)
+        self._code_sampler = self._sampler  # as the code set it: what a config rate steers
         if sinks is not None and (isinstance(sinks, (str, bytes)) or not _iterable(sinks)):
             raise TypeError(f"sinks must be a list of sinks or None, got {sinks!r}")
         self._sinks = None if sinks is None else tuple(sinks)
@@ -373,9 +374,26 @@ class Experiment:
 
     @sample.setter
     def sample(self, value: Any) -> None:
+        self._code_sampler = self._set_sample(value)
+
+    def _set_sample(self, value: Any) -> _sampling.Sampler:
         sampler = _sampling.coerce(value, param="sample")
         # One tuple store, so a concurrent call sees the old pair or the new one, not a mix.
         self._sampler, self._rate, self._sample_value = sampler, _rate_of(sampler), value
+        return sampler
+
+    def _steer_rate(self, p: float) -> None:
+        """The config file's ``sample``, applied to the sampler the code set: it replaces a
+        plain rate; it changes a ``by_key`` sampler's rate and keeps its key (the per-key
+        decision stays stable); in front of any other sampler it is a rate that the code's
+        predicates and caps still follow (a route kept out of shadowing stays out)."""
+        code = self._code_sampler
+        if _rate_of(code) is not None or p == 0.0:  # (0: none at all, decided inline)
+            self._set_sample(p)
+        elif isinstance(code, _sampling.ByKey):
+            self._set_sample(_sampling.by_key(code.key, p))
+        else:
+            self._set_sample(code if p == 1.0 else _sampling.rate(p, param="sample") & code)
 
     @property
     def candidate(self) -> Any:
@@ -1144,12 +1162,7 @@ class _ConfigWatcher:
         if "enabled" in settings:
             exp.enabled = settings["enabled"]
         if "sample" in settings:
-            current = exp._sampler
-            # Keep a by_key sampler's stable per-key decision: change only its rate.
-            if isinstance(current, _sampling.ByKey):
-                exp.sample = _sampling.by_key(current.key, settings["sample"])
-            else:
-                exp.sample = settings["sample"]
+            exp._steer_rate(settings["sample"])
 
 
 def _parse_config(raw: Any) -> dict[str, Any]:

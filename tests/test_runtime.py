@@ -348,6 +348,29 @@ def test_a_config_rate_keeps_a_by_key_sampler_stable(tmp_path: Path) -> None:
     assert [sampler(i) for i in range(50)] == [sampler(i) for i in range(50)]
 
 
+def test_a_config_rate_keeps_the_code_s_predicates_and_caps(tmp_path: Path) -> None:
+    """On a sampler that is not a plain rate (a route predicate, a per-second cap), the
+    file's sample is a rate in front of it: the predicate still decides (a route kept out of
+    shadowing stays out) and the cap still holds; changed again, it does not stack."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"routes": {"sample": 0.5}}})
+    only_safe = sampling.when(lambda route: route == "/predict")
+
+    @shadow(candidate=abs, name="routes", sample=only_safe & sampling.per_second(1000), sinks=[])
+    def handle(route: str) -> str:
+        return route
+
+    shadowdeco.configure(config_file=path)
+    sampler = handle.shadow._sampler
+    assert not any(sampler("/charge") for _ in range(200))  # never, whatever the rate
+    assert 40 < sum(sampler("/predict") for _ in range(200)) < 160
+    write_config(path, {"experiments": {"routes": {"sample": 1.0}}})
+    assert shadowdeco.reload_config()
+    sampler = handle.shadow._sampler
+    assert all(sampler("/predict") for _ in range(200))  # the code's sampler alone again
+    assert not sampler("/charge")
+
+
 def test_shutdown_closes_the_default_sinks() -> None:
     """configure(default_sinks=...) sinks are flushed and closed by shutdown(), once."""
 
