@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from opentelemetry import context as otel_context
@@ -492,6 +492,10 @@ def _run_in_executor(
     try:
         job.cancel = future.cancel
         outcome = future.result()
+    except CancelledError:
+        # Cancelled by its timeout (settled already: nothing to add), or by the executor's
+        # shutdown(cancel_futures=True): the sample cannot run any more.
+        return None
     except BaseException as exc:  # noqa: BLE001 - a broken pool, an unpicklable candidate...
         return raised(exc, start)
     return observation(outcome)
@@ -553,10 +557,25 @@ def _one_call(pool: ProcessPool, call: Call) -> tuple[str, Any]:
 
 def _run_on_background_loop(job: Job, coro: Coroutine[Any, Any, Any]) -> Observation:
     start = time.perf_counter_ns()
+    ended = threading.Event()
+
+    async def until_ended() -> tuple[str, Any]:
+        try:
+            return await contained(coro)
+        finally:
+            ended.set()
+
     try:
-        future = asyncio.run_coroutine_threadsafe(contained(coro), background_loop())
+        future = asyncio.run_coroutine_threadsafe(until_ended(), background_loop())
         job.cancel = future.cancel
-        outcome = future.result()
+        try:
+            outcome = future.result()
+        except CancelledError:
+            # Cancelled at its timeout: the future says so at once, but the task may still
+            # run (clean-up, or a swallowed cancellation).  This worker, and so the slot,
+            # stays taken until it ends (I8).
+            ended.wait()
+            raise
     except BaseException as exc:  # noqa: BLE001 - cancelled at its timeout, or the loop died
         return raised(exc, start)
     return observation((outcome[0], outcome[1], seconds_since(start)))

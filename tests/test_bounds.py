@@ -130,6 +130,39 @@ def test_a_timeout_is_reported_at_the_deadline_while_the_thread_still_counts() -
     assert_adds_up(predict.shadow.stats())
 
 
+def test_an_async_candidate_of_a_sync_function_keeps_its_slot_until_it_really_ends() -> None:
+    """Cancelled at its timeout, an async candidate that cleans up (or swallows the
+    cancellation) still holds its worker, and so its max_concurrency slot, until its task
+    ends on the background loop (I8)."""
+    memory = sinks.Memory()
+    release, second = threading.Event(), threading.Event()
+
+    async def candidate(x: int) -> int:
+        if x == 1:
+            second.set()
+            return x
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:  # its clean-up takes until the test releases it
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        return x
+
+    @shadow(candidate=candidate, timeout=0.2, max_concurrency=1, sinks=[memory])
+    def predict(x: int) -> int:
+        return x
+
+    predict(0)
+    (result,) = memory.wait(1, timeout=10)
+    assert result.candidate.status == "timeout"
+    predict(1)  # its only worker still waits for the first task to end
+    assert not second.wait(0.3)
+    release.set()
+    assert second.wait(10)
+    assert predict.shadow.flush(10)
+    assert [r.candidate.status for r in memory.results] == ["timeout", "ok"]
+    assert_adds_up(predict.shadow.stats())
+
+
 def test_an_async_candidate_times_out_and_is_cancelled() -> None:
     """An async candidate past its timeout yields a timeout result and is cancelled."""
     memory = sinks.Memory()

@@ -104,6 +104,32 @@ def test_any_executor_works() -> None:
     assert all(r.match for r in memory.results)
 
 
+def test_samples_an_executor_cancels_at_its_shutdown_are_dropped_as_shutdown() -> None:
+    """shutdown(cancel_futures=True) on the user's pool: the samples it cancels are dropped
+    as shutdown, not recorded as candidate errors (nor mismatches)."""
+    pool = ThreadPoolExecutor(1)
+    entered, release = threading.Event(), threading.Event()
+
+    def candidate(x: int) -> int:
+        if x == 0:
+            entered.set()
+            release.wait(30)
+        return x
+
+    @shadow(candidate=candidate, executor=pool, sinks=[], max_concurrency=3)
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(3):
+        predict(i)
+    assert entered.wait(10)
+    pool.shutdown(wait=False, cancel_futures=True)
+    release.set()
+    assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.candidate_errors, dict(stats.dropped)) == (1, 0, {"shutdown": 2})
+
+
 def test_thread_executors_run_in_the_callers_context_and_leave_no_mark() -> None:
     """A thread pool candidate sees the caller's contextvars; the pool's threads stay clean."""
     import contextvars
