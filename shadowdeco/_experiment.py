@@ -46,7 +46,7 @@ from . import _delivery, _result
 from . import compare as _compare
 from . import sampling as _sampling
 from ._delivery import stop_worker, stop_workers, worker_for
-from ._result import Observation, _serialize, error_of, observation_of, result_of, to_jsonable
+from ._result import Observation, error_of, observation_of, result_of, to_jsonable
 from ._runner import (
     DONE,
     FAILED,
@@ -676,9 +676,9 @@ class Experiment:
             value = guard("context", self.name, context)
             job.context = None if value is FAILED else value
         if self.record_inputs:
-            # Converted now, before the candidate may change them, by the process-wide
-            # serializer: it meets the arguments in their own types (to redact by type).
-            job.inputs = _serialize({"args": job.args, "kwargs": job.kwargs}, None)
+            # Converted now, before the candidate may change them; the serializer meets this
+            # JSON-ready form once, when the result is written (it may not be idempotent).
+            job.inputs = {"args": to_jsonable(job.args), "kwargs": to_jsonable(job.kwargs)}
 
     # -- reading and ending --------------------------------------------------------------------
 
