@@ -59,6 +59,8 @@ class SinkWorker:
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._stopped = False  # the thread took its stop marker
+        self._on_stop: Callable[[], object] | None = None  # then runs on the thread, see stop()
 
     def offer(self, exp: Experiment, result: ShadowResult) -> bool:
         """Queue a result for the sink; False (and nothing queued) when it is too far behind."""
@@ -93,6 +95,7 @@ class SinkWorker:
         while True:
             item = intake.take()
             if item is None:
+                self._stop_here()
                 return
             self._deliver(*item)
             del item  # hold nothing while waiting for the next one
@@ -121,6 +124,7 @@ class SinkWorker:
                 self._done(len(items))
             del items  # hold nothing while waiting for the next ones
             if stop:
+                self._stop_here()
                 return
 
     def _deliver(self, exp: Experiment, result: ShadowResult) -> None:
@@ -142,16 +146,28 @@ class SinkWorker:
         with self._idle:
             return bool(self._idle.wait_for(lambda: self._pending <= own, timeout))
 
-    def stop(self, timeout: float | None) -> bool:
-        """End the thread after what is queued (joined up to ``timeout``); False if it is
-        still running (busy in its sink) after that."""
+    def stop(self, timeout: float | None, then: Callable[[], object] | None = None) -> None:
+        """End the thread after what is queued (joined up to ``timeout``), then run ``then``
+        (the sink's close): here, once the sink is idle or the thread has ended; otherwise
+        (a sink still busy, or hanging, at the deadline) on the thread itself when it gets
+        out of the sink, so that closing can never hang the caller."""
         thread = self._thread
         if thread is not None:
             self._queue.put(None)
             if thread is not threading.current_thread():  # stopped from its own sink
                 thread.join(timeout)
-                return not thread.is_alive()
-        return True
+            with self._lock:
+                if self._pending and not self._stopped:
+                    self._on_stop, then = then, None
+        if then is not None:
+            then()
+
+    def _stop_here(self) -> None:
+        with self._lock:
+            self._stopped = True
+            then, self._on_stop = self._on_stop, None
+        if then is not None:
+            then()
 
 
 _lock = threading.Lock()
@@ -176,14 +192,17 @@ def worker_for(sink: Any) -> SinkWorker:
     return worker
 
 
-def stop_worker(sink: object, timeout: float | None) -> bool:
-    """Stop the worker of one sink (after its queue drains), if it has one; False if its
-    thread was still busy after ``timeout`` seconds."""
+def stop_worker(
+    sink: object, timeout: float | None, then: Callable[[], object] | None = None
+) -> None:
+    """Stop the worker of one sink (after its queue drains), then run ``then``: see
+    :meth:`SinkWorker.stop`."""
     with _lock:
         worker = _workers.pop(id(sink), None)
     if worker is not None and worker.sink is sink:
-        return worker.stop(timeout)
-    return True
+        worker.stop(timeout, then)
+    elif then is not None:
+        then()
 
 
 def stop_workers(timeout: float | None) -> None:

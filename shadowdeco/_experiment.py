@@ -26,6 +26,7 @@ import datetime as _dt
 import decimal
 import enum
 import fractions
+import functools
 import itertools
 import json
 import logging
@@ -954,8 +955,8 @@ def _close_unused_sinks(
 ) -> None:
     """Close the sinks that no registered experiment (nor, with ``keep_defaults``, the
     process-wide defaults) uses any more, waiting up to ``timeout`` in all for their threads
-    to deliver what they hold.  A sink whose thread is still busy (a hanging sink) is left
-    open: closing it under that thread could hang here too."""
+    to deliver what they hold.  A sink still busy at the deadline (a hanging sink) is closed
+    by its own thread when it gets out: closing it under that thread could hang here too."""
     deadline = None if timeout is None else time.monotonic() + timeout
     in_use = {id(s) for exp in experiments() for s in exp._sinks_now()}
     if keep_defaults:
@@ -964,11 +965,13 @@ def _close_unused_sinks(
         if id(sink) in in_use:
             continue
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not stop_worker(sink, remaining):
-            continue
         close_sink = getattr(sink, "close", None)
         if callable(close_sink):
-            guard("sink close", "close", close_sink)
+            stop_worker(
+                sink, remaining, functools.partial(guard, "sink close", "close", close_sink)
+            )
+        else:
+            stop_worker(sink, remaining)
 
 
 def experiment(name: str) -> Experiment:

@@ -16,7 +16,13 @@ from shadowdeco import sinks
 def _clean_shadowdeco() -> Iterator[None]:
     yield
     shadowdeco.shutdown(timeout=5)
-    shadowdeco.configure(default_sinks=None, serializer=None, disabled=False, config_file=None)
+    shadowdeco.configure(
+        default_sinks=None,
+        serializer=None,
+        disabled=False,
+        config_file=None,
+        max_pending_results=10_000,
+    )
 
 
 @pytest.fixture

@@ -159,25 +159,28 @@ def test_shutdown_keeps_to_its_deadline_with_hanging_sinks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Waiting for a sink's thread to stop takes what is left of shutdown's timeout, never
-    a fixed 5 s per sink; a sink whose thread did not stop is not closed under it."""
+    a fixed 5 s per sink; a sink whose thread did not stop is not closed under it, but by
+    its own thread once it gets out of the sink."""
     release = threading.Event()
     waits: list[float | None] = []
     stop = _delivery.SinkWorker.stop
 
-    def recorded(worker: _delivery.SinkWorker, timeout: float | None) -> bool:
+    def recorded(worker: _delivery.SinkWorker, timeout: float | None, then: Any = None) -> None:
         waits.append(timeout)
-        return stop(worker, timeout)
+        stop(worker, timeout, then)
 
     monkeypatch.setattr(_delivery.SinkWorker, "stop", recorded)
 
     class Hanging(sinks.Memory):
-        closed = False
+        def __init__(self) -> None:
+            super().__init__()
+            self.closed = threading.Event()
 
         def emit(self, result: ShadowResult) -> None:
             release.wait(30)
 
         def close(self) -> None:
-            self.closed = True
+            self.closed.set()
 
     hung = [Hanging() for _ in range(3)]
     try:
@@ -186,9 +189,21 @@ def test_shutdown_keeps_to_its_deadline_with_hanging_sinks(
         shadowdeco.shutdown(0.3)
         assert len(waits) >= 3
         assert all(wait is not None and wait <= 0.3 for wait in waits), waits
-        assert not any(sink.closed for sink in hung)
+        assert not any(sink.closed.is_set() for sink in hung)
     finally:
         release.set()
+    assert all(sink.closed.wait(10) for sink in hung)  # each by its own thread, once free
+
+
+def test_a_sink_idle_at_the_close_is_closed_even_with_no_time_left(tmp_path: Any) -> None:
+    """close(0) still closes an idle sink (its thread had no time to take the stop marker,
+    but it holds nothing): the file is closed and its flush thread ends."""
+    jsonl = sinks.JsonLines(tmp_path / "r.jsonl")
+    predict = shadow(candidate=abs, name="closed-at-once", sinks=[jsonl])(abs)
+    predict(-1)
+    assert predict.shadow.flush(10)
+    predict.shadow.close(0)
+    assert jsonl._closed
 
 
 def test_two_sinks_of_one_name_are_told_apart() -> None:
