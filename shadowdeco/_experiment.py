@@ -37,7 +37,9 @@ import os
 import random
 import threading
 import time
+import types
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from types import MappingProxyType
@@ -233,6 +235,37 @@ def _check_copier(value: object) -> Callable[[Any], Any] | None:
     raise TypeError(f"copy_inputs must be True, False or a callable, got {value!r}")
 
 
+class _Held:
+    """A value compared by ``==`` but held weakly where it can be (a function, a bound
+    method, an object): what an experiment remembers of its candidate as decorated must not
+    keep a model swapped out while serving in memory.  Once that is gone, nothing equals it."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, value: object) -> None:
+        ref: Callable[[], object]
+        try:
+            if isinstance(value, types.MethodType):
+                ref = weakref.WeakMethod(value)
+            else:
+                ref = weakref.ref(value)
+        except TypeError:  # a str (a method name), a builtin: small, held as it is
+            ref = functools.partial(_itself, value)
+        self._ref = ref
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Held):
+            return NotImplemented
+        mine, theirs = self._ref(), other._ref()
+        return mine is not None and theirs is not None and bool(mine == theirs)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _itself(value: object) -> object:
+    return value
+
+
 def _is_async_callable(fn: object) -> bool:
     return asyncio.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an async __call__ on an instance
@@ -340,7 +373,7 @@ class Experiment:
 
     def _settings(self) -> tuple[Any, ...]:
         return (
-            self._candidate,
+            _Held(self._candidate),  # not kept alive by this: a model swapped out is freed
             self._sample_value,
             self._sinks,
             self._compare_value,

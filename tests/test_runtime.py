@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,25 @@ def test_a_second_decoration_agrees_with_the_settings_as_decorated() -> None:
     assert deco(lambda x: x).shadow is one.shadow
     with pytest.raises(ValueError, match="already used"):
         shadow(candidate=round, name="steered", sample=0.05, sinks=[], timeout=1.0)(abs)
+
+
+def test_a_candidate_swapped_out_is_freed() -> None:
+    """The experiment remembers its candidate as decorated (for a second decoration to
+    compare with) without keeping it alive: a model swapped out while serving is freed."""
+
+    class Model:
+        def predict(self, x: int) -> int:
+            return x
+
+    first = Model()
+    gone = weakref.ref(first)
+    deco = shadow(candidate=first.predict, name="swapped-out", sinks=[])
+    fn = deco(abs)
+    assert deco(abs).shadow is fn.shadow  # the same decoration again: shared
+    fn.shadow.candidate = Model().predict
+    del first, deco  # the decorator (as a factory keeps it) holds what it was given
+    gc.collect()
+    assert gone() is None
 
 
 @pytest.mark.parametrize(
