@@ -1243,9 +1243,25 @@ def _exit_timeout() -> float:
         return 5.0
 
 
+# When the early exit flush began (monotonic): the final shutdown has what is left.
+_exit_started: list[float] = []
+
+
+def _flush_at_exit() -> None:
+    """The early exit flush (see :func:`flush_before_exit_handlers`): pending shadows reach
+    the sinks before the exit handlers of what the app set up; experiments stay open, for
+    calls those handlers still make."""
+    _exit_started.append(time.monotonic())
+    flush(_exit_timeout())
+
+
 def _at_exit() -> None:
-    """Flush pending shadows at interpreter exit, up to ``SHADOWDECO_EXIT_TIMEOUT`` seconds."""
-    shutdown(_exit_timeout())
+    """Flush pending shadows at interpreter exit and close everything, within
+    ``SHADOWDECO_EXIT_TIMEOUT`` seconds in all (counted from the early flush, if it ran)."""
+    timeout = _exit_timeout()
+    if _exit_started:
+        timeout = max(0.0, timeout - (time.monotonic() - _exit_started[0]))
+    shutdown(timeout)
 
 
 def _flush_at_process_end(_: object) -> None:
@@ -1262,12 +1278,14 @@ atexit.register(_at_exit)
 
 
 def flush_before_exit_handlers() -> None:
-    """Move the exit flush after every atexit handler registered so far, so that it runs
-    before them (last in, first out): for sinks that write through something with an exit
-    handler of its own, such as the OpenTelemetry SDK's TracerProvider, which shuts down
-    at exit and would drop what the flush hands it afterwards."""
-    atexit.unregister(_at_exit)
-    atexit.register(_at_exit)
+    """Move the early exit flush after every atexit handler registered so far, so that it
+    runs before them (last in, first out): for sinks that write through something with an
+    exit handler of its own, such as the OpenTelemetry SDK's TracerProvider, which shuts
+    down at exit and would drop what the flush hands it afterwards.  The final shutdown
+    stays the first handler registered, so it runs last: calls made by the app's exit
+    handlers are still shadowed."""
+    atexit.unregister(_flush_at_exit)
+    atexit.register(_flush_at_exit)
 
 
 if os.environ.get("SHADOWDECO_CONFIG"):

@@ -127,8 +127,10 @@ class OpenTelemetry:
         self._meter_provider = meter_provider
         self._closed = False
         # The SDK's providers shut down in an exit handler: the exit flush must come first
-        # (see flush_before_exit_handlers; also done whenever an experiment is created).
+        # (see flush_before_exit_handlers; also done whenever an experiment is created, and
+        # at this sink's first result, for a global provider set up after both).
         self._exit_order_checked = False
+        flush_before_exit_handlers()
         self._tracer = trace.get_tracer("shadowdeco", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("shadowdeco", __version__, meter_provider=meter_provider)
         self._results = meter.create_counter(

@@ -113,6 +113,34 @@ def test_pending_results_reach_an_opentelemetry_sdk_set_up_after_import(
     assert lines.count("shadowdeco.result") == 3, proc.stdout
 
 
+def test_calls_made_by_the_app_s_exit_handlers_are_still_shadowed(tmp_path: Path) -> None:
+    """An exit handler the app registered at start-up (draining its own backlog) runs
+    before shadowdeco's final shutdown: its calls are shadowed and written too."""
+    proc = run_script(
+        """
+        import atexit, json
+        from shadowdeco import shadow
+
+        out = open("results.jsonl", "w")
+
+        @atexit.register
+        def drain_backlog():
+            for i in range(3):
+                predict(100 + i)
+
+        @shadow(candidate=abs, sinks=[lambda r: out.write(json.dumps(r.to_dict()) + "\\n")])
+        def predict(x):
+            return x
+
+        predict(1)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["candidate"]["value"] for line in lines) == [1, 100, 101, 102]
+
+
 def test_exit_is_not_held_up_by_a_hung_candidate(tmp_path: Path) -> None:
     """A candidate that never ends delays exit by at most SHADOWDECO_EXIT_TIMEOUT."""
     proc = run_script(
