@@ -63,7 +63,9 @@ class _ShadowWrapper(wrapt.FunctionWrapper[..., Any]):
     # object must).
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> str:
-        qualname: str = self.__qualname__
+        qualname = getattr(self.__wrapped__, "__qualname__", None)
+        if not isinstance(qualname, str):  # a partial, a callable object: as pickle says
+            raise TypeError(f"cannot pickle {self!r}: it has no name to be found by")
         return qualname
 
     def __copy__(self) -> _ShadowWrapper:

@@ -206,7 +206,7 @@ def _check_wait(value: object) -> float | None:
         raise TypeError(f"timeout must be a number of seconds or None, got {value!r}")
     if math.isnan(value):
         raise ValueError(f"timeout must be a number of seconds or None, got {value!r}")
-    return max(0.0, float(value))
+    return None if value == math.inf else max(0.0, float(value))
 
 
 def _check_optional_callable(param: str, value: object) -> Any:
@@ -841,7 +841,7 @@ class Experiment:
         timeout, enabled; restored afterwards, also when the body fails."""
         saved = (
             self._candidate,
-            self._sample_value,
+            (self._sampler, self._rate, self._sample_value, self._code_sampler),
             self._comparator,
             self._sinks,
             self.timeout,
@@ -869,7 +869,8 @@ class Experiment:
                 sinks,
                 timeout,
             )
-            self.sample = sample
+            # As it was, the config file's rate included, not set again through it.
+            self._sampler, self._rate, self._sample_value, self._code_sampler = sample
             self.enabled = enabled
 
     def _after_fork_in_child(self) -> None:

@@ -168,7 +168,7 @@ def _json_value(value: Any, serializer: Serializer | None) -> str:
         cls = type(value)
         if cls is str:
             return _json_str(value)
-        if cls is int:
+        if cls is int and value.bit_length() <= _INT_BITS:  # else as to_jsonable writes it
             return int.__repr__(value)
         if cls is float:
             converted = _finite_or_str(value)

@@ -298,6 +298,15 @@ def test_inputs_are_left_out_unless_asked(tmp_path: Path) -> None:
     assert "ann@example.com" not in line
 
 
+def test_to_json_writes_a_long_int_as_to_dict_does() -> None:
+    """An int just past the hexadecimal threshold, but one Python could still write as
+    decimal: the same shape from to_json's direct path as from to_dict."""
+    value = 1 << 14_100
+    result = make_result(candidate=Observation("ok", value, None, 0.1))
+    assert json.loads(result.to_json()) == result.to_dict()
+    assert result.to_dict()["candidate"]["value"] == {"$int": hex(value)}
+
+
 def test_a_huge_int_loses_nothing_else_of_the_line(tmp_path: Path) -> None:
     """A value JSON text cannot hold as a number is converted; the rest of the line stays."""
     jsonl = sinks.JsonLines(tmp_path / "r.jsonl")

@@ -392,6 +392,22 @@ def test_a_config_rate_keeps_the_code_s_predicates_and_caps(tmp_path: Path) -> N
     assert not sampler("/charge")
 
 
+def test_a_temporary_override_leaves_the_config_rate_as_it_was(tmp_path: Path) -> None:
+    """shadowdeco.testing swaps settings for a check and restores them as they were: the
+    config file's rate is not applied a second time on top of itself."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"capped": {"sample": 0.5}}})
+    cap = sampling.per_second(1000)
+    fn = shadow(candidate=abs, name="capped", sample=cap, sinks=[])(abs)
+    shadowdeco.configure(config_file=path)
+    steered = fn.shadow._sampler
+    with fn.shadow._override(sample=1.0):
+        pass
+    assert fn.shadow._sampler is steered
+    assert shadowdeco.reload_config()
+    assert repr(fn.shadow._sampler) == repr(steered)  # rate(0.5) & the cap, once
+
+
 def test_shutdown_closes_the_default_sinks() -> None:
     """configure(default_sinks=...) sinks are flushed and closed by shutdown(), once."""
 

@@ -244,3 +244,11 @@ def test_a_decorated_function_pickles_and_copies_as_a_function_does() -> None:
         1, mp_context=multiprocessing.get_context("spawn")
     ) as pool:
         assert list(pool.map(pickled_predict, [1, 2, 3])) == [2, 4, 6]
+
+
+def test_a_decorated_callable_without_a_name_says_it_cannot_be_pickled() -> None:
+    partial = shadow(candidate=abs, name="unpicklable-partial", sinks=[])(
+        functools.partial(_double_v2)
+    )
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(partial)

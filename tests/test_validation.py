@@ -154,3 +154,10 @@ def _scaled(k: int, x: int) -> int:
 
 def _shifted(k: int, x: int) -> int:
     return k + x
+
+
+def test_an_infinite_timeout_waits_without_limit() -> None:
+    fn = shadow(candidate=abs, name="forever-ok", sinks=[])(abs)
+    fn(-1)
+    assert fn.shadow.flush(math.inf)
+    assert shadowdeco.flush(math.inf)
