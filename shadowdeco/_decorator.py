@@ -215,6 +215,11 @@ def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
         loop = asyncio.get_running_loop()
         try:
             value = await wrapped(*args, **kwargs)
+        except asyncio.CancelledError:
+            # No live answer to compare with (a caller's timeout, the loop shutting down):
+            # counted, not shadowed, and nothing started on a loop that may be closing.
+            exp._abandon(job, "live_cancelled")
+            raise
         except BaseException as exc:
             submit(job, None, exc, loop)
             if _state.inline:

@@ -337,6 +337,11 @@ class Experiment:
         self._enabled = enabled
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"executor must be a concurrent.futures.Executor, got {executor!r}")
+        if executor is not None and _is_async_callable(candidate):
+            raise TypeError(
+                f"an async candidate runs on an event loop, not in an executor: got "
+                f"candidate={candidate!r} with executor={executor!r}"
+            )
         self._executor = executor
 
         self._lock = threading.Lock()  # counters and state of the background (see Lane)
@@ -757,6 +762,7 @@ class Experiment:
         """
         timeout = _check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._lane.settle_orphans()
         done = self._wait_settled(timeout)
         # Each sink that caught up is flushed even when another one (or a candidate) did not
         # in time: one hanging sink must not keep the others' lines off the disk.  A sink
@@ -1117,6 +1123,9 @@ def configure(
             old, _state.config = _state.config, None
         if old is not None:
             old.stop()
+            if _state.file_disabled:  # the old file's kill switch goes with the file
+                _state.file_disabled = False
+                _refresh_all()
         if config_file is not None:
             watcher = _ConfigWatcher(os.fspath(config_file), float(config_interval))
             with _state.lock:

@@ -955,6 +955,14 @@ class Lane:
     def forget_task(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)
 
+    def settle_orphans(self) -> None:
+        """Count as ``loop_closed`` the async candidates whose loop was closed under them
+        (``loop.close()`` with tasks pending: nothing cancels them, nothing will run them)."""
+        for task, job in list(self.tasks.items()):
+            if not task.done() and task.get_loop().is_closed():
+                self.tasks.pop(task, None)
+                self.exp._settle_drop(job, "loop_closed")
+
     def drain(self) -> list[Job]:
         """Every job not yet settled: queued, running, and async tasks'."""
         with self.exp._lock:

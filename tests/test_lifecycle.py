@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -239,6 +240,49 @@ def test_a_loop_closed_under_pending_candidates_counts_them() -> None:
     assert dict(stats.dropped) == {"loop_closed": 3}
     assert stats.in_flight == 0
     assert_adds_up(stats)
+
+
+def test_a_loop_closed_without_cancelling_its_tasks_counts_them_at_the_next_flush() -> None:
+    """loop.close() with candidate tasks pending (nothing cancels them, nothing will run
+    them): flush() counts them as loop_closed rather than waiting for them for ever."""
+
+    @shadow(candidate=never, timeout=None, sinks=[])
+    async def predict(x: int) -> int:
+        return x
+
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(predict(1)) == 1
+    loop.run_until_complete(asyncio.sleep(0))  # the candidate's task starts, and waits
+    loop.close()
+    assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (dict(stats.dropped), stats.in_flight) == ({"loop_closed": 1}, 0)
+
+
+def test_a_cancelled_live_call_is_counted_not_shadowed() -> None:
+    """A live call cancelled (a caller's timeout, a loop shutting down) has no answer to
+    compare with: counted as live_cancelled, and no candidate is started for it."""
+    started = []
+
+    async def candidate(x: int) -> int:
+        started.append(x)
+        return x
+
+    @shadow(candidate=candidate, sinks=[])
+    async def slow(x: int) -> int:
+        await asyncio.Event().wait()
+        return x
+
+    async def main() -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(slow(1), 0.01)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert slow.shadow.flush(10)
+    stats = slow.shadow.stats()
+    assert (stats.sampled, stats.emitted, dict(stats.dropped)) == (1, 0, {"live_cancelled": 1})
+    assert started == []
 
 
 def test_async_candidate_tasks_are_referenced_until_done() -> None:

@@ -353,6 +353,20 @@ def test_a_config_file_never_lifts_the_environment_kill_switch(
     assert predict.shadow.stats().sampled == 0
 
 
+def test_the_file_s_kill_switch_goes_with_the_file(tmp_path: Path) -> None:
+    """A file saying enabled: false stops shadowing while it is watched; once the process
+    stops watching it (or watches another), its switch no longer holds."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"enabled": False})
+    fn = shadow(candidate=abs, name="file-switch", sinks=[])(abs)
+    shadowdeco.configure(config_file=path)
+    fn(-1)
+    assert fn.shadow.stats().sampled == 0
+    shadowdeco.configure(config_file=None)
+    fn(-1)
+    assert fn.shadow.stats().sampled == 1
+
+
 def test_a_config_rate_keeps_a_by_key_sampler_stable(tmp_path: Path) -> None:
     """The file's sample changes a by_key sampler's rate, not its per-key decision."""
     path = tmp_path / "shadow.json"

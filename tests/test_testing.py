@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import os
@@ -376,3 +377,15 @@ def test_assert_transparent_compares_plain_objects_by_what_they_hold() -> None:
         return Prediction(str(x))
 
     assert_transparent(predict, st.tuples(st.integers()), max_examples=20)
+
+
+def test_assert_isolated_inside_a_running_loop_says_why_it_cannot() -> None:
+    @shadow(candidate=abs, name="isolated-in-loop", sinks=[])
+    async def predict(x: int) -> int:
+        return x
+
+    async def inside() -> None:
+        with pytest.raises(RuntimeError, match="not inside a running event loop"):
+            assert_isolated(predict, 1)
+
+    asyncio.run(inside())

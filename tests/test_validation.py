@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -161,3 +162,14 @@ def test_an_infinite_timeout_waits_without_limit() -> None:
     fn(-1)
     assert fn.shadow.flush(math.inf)
     assert shadowdeco.flush(math.inf)
+
+
+def test_an_async_candidate_with_an_executor_fails_at_decoration() -> None:
+    async def candidate(x: int) -> int:
+        return x
+
+    with (
+        ThreadPoolExecutor(1) as pool,
+        pytest.raises(TypeError, match=r"async candidate .* not in an executor"),
+    ):
+        shadow(candidate=candidate, executor=pool)

@@ -323,6 +323,11 @@ def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
         raise TypeError(f"fn must be decorated with @shadow, got {fn!r}")
     undecorated = getattr(fn, "__wrapped__", None)
     is_async = inspect.iscoroutinefunction(fn)
+    if is_async and _in_running_loop():
+        raise RuntimeError(
+            "assert_isolated runs an async function on event loops of its own: call it from "
+            "a plain (sync) test function, not inside a running event loop"
+        )
     release = threading.Event()
 
     def run(target: Callable[..., Any]) -> tuple[tuple[str, Any], Any]:
@@ -370,6 +375,14 @@ def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
         release.set()
     if problems:
         raise AssertionError("assert_isolated failed:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _check(
