@@ -36,6 +36,8 @@ Serializer = Callable[[Any], Any]
 # Ints longer than this are written in hexadecimal: Python refuses to write more than 4,300
 # decimal digits (sys.set_int_max_str_digits), which is about 14,284 bits.
 _INT_BITS = 14_000
+_INT_LIMIT = 1 << _INT_BITS
+_INT_FLOOR = -_INT_LIMIT
 
 # Past this depth a value is spelled out with repr() instead of walked: a guard against
 # self-referencing structures, which would otherwise recurse without end.
@@ -168,7 +170,7 @@ def _json_value(value: Any, serializer: Serializer | None) -> str:
         cls = type(value)
         if cls is str:
             return _json_str(value)
-        if cls is int and value.bit_length() <= _INT_BITS:  # else as to_jsonable writes it
+        if cls is int and _INT_FLOOR < value < _INT_LIMIT:  # else as to_jsonable writes it
             return int.__repr__(value)
         if cls is float:
             converted = _finite_or_str(value)
@@ -290,7 +292,7 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, int):
         # Past a few thousand digits Python will not write an int as decimal text (and the
         # JSON line would be lost): hexadecimal has no such limit.
-        return value if value.bit_length() <= _INT_BITS else {"$int": hex(value)}
+        return value if _INT_FLOOR < value < _INT_LIMIT else {"$int": hex(value)}
     if isinstance(value, float):
         return _finite_or_str(value)
     if _depth > _MAX_DEPTH:

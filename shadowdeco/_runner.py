@@ -839,7 +839,7 @@ class Lane:
     def _poke_if_due(self, started: float) -> None:
         """Wake the timer when jobs begun at ``started`` are due before its next look (it
         was idle, or the timeout was shortened)."""
-        timeout = self.exp.timeout
+        timeout = self.exp._timeout  # (the attribute: once per job)
         if timeout is not None and started + timeout < timer.wake_at:
             timer.poke()
 
