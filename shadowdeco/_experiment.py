@@ -33,6 +33,7 @@ import logging
 import math
 import multiprocessing.util
 import numbers
+import operator
 import os
 import random
 import threading
@@ -236,21 +237,22 @@ def _check_copier(value: object) -> Callable[[Any], Any] | None:
 
 
 class _Held:
-    """A value compared by ``==`` but held weakly where it can be (a function, a bound
-    method, an object): what an experiment remembers of its candidate as decorated must not
-    keep a model swapped out while serving in memory.  Once that is gone, nothing equals it."""
+    """A value compared by ``==`` but held weakly where it is an identity (a function, a
+    bound method, an object compared by identity): what an experiment remembers of its
+    candidate as decorated must not keep a model swapped out while serving in memory; once
+    that is gone, nothing equals it.  A value compared by value (a method name, the
+    middleware's URL candidate) is held as it is: an equal one made later must still match."""
 
     __slots__ = ("_ref",)
 
     def __init__(self, value: object) -> None:
-        ref: Callable[[], object]
-        try:
-            if isinstance(value, types.MethodType):
-                ref = weakref.WeakMethod(value)
-            else:
+        ref: Callable[[], object] = functools.partial(_itself, value)
+        by_identity = type(value).__eq__ is object.__eq__
+        if isinstance(value, types.MethodType):
+            ref = weakref.WeakMethod(value)
+        elif by_identity:
+            with contextlib.suppress(TypeError):  # a builtin: not weakly referable, small
                 ref = weakref.ref(value)
-        except TypeError:  # a str (a method name), a builtin: small, held as it is
-            ref = functools.partial(_itself, value)
         self._ref = ref
 
     def __eq__(self, other: object) -> bool:
@@ -349,6 +351,7 @@ class Experiment:
         self._settled = Waited(self._lock)
         self._lane = Lane(self)
         self._closed = False
+        self._sinks_closed = False  # close() let go of its sinks: a late result is dropped
         self._started = False  # the emitter and sink threads, see _start_threads
         self._warned: set[str] = set()
         self._generation = 0  # bumped in a forked child: older jobs are the parent's
@@ -424,15 +427,17 @@ class Experiment:
     def _steer_rate(self, p: float) -> None:
         """The config file's ``sample``, applied to the sampler the code set: it replaces a
         plain rate; it changes a ``by_key`` sampler's rate and keeps its key (the per-key
-        decision stays stable); in front of any other sampler it is a rate that the code's
-        predicates and caps still follow (a route kept out of shadowing stays out)."""
+        decision stays stable), in a composition too (``rate(0.1) & per_second(50)``: the
+        rate changes, the cap stays); in front of a sampler without a rate it is a rate that
+        the code's predicates and caps still follow (a route kept out stays out)."""
         code = self._code_sampler
         if _rate_of(code) is not None or p == 0.0:  # (0: none at all, decided inline)
             self._set_sample(p)
-        elif isinstance(code, _sampling.ByKey):
-            self._set_sample(_sampling.by_key(code.key, p))
-        else:
-            self._set_sample(code if p == 1.0 else _sampling.rate(p, param="sample") & code)
+            return
+        steered = _with_rate(code, p)
+        if steered is None:  # no rate in it: one in front
+            steered = code if p == 1.0 else _sampling.rate(p, param="sample") & code
+        self._set_sample(steered)
 
     @property
     def candidate(self) -> Any:
@@ -555,6 +560,8 @@ class Experiment:
     def _abandon(self, job: Job, reason: str) -> None:
         """An admitted call whose live part never completed (a client gone mid-response):
         not shadowed, counted as a drop with ``reason``."""
+        if job.gen != self._generation:  # admitted before a fork: counted as fork already
+            return
         with self._lock:
             self._lane.left += 1
         self._settle_drop(job, reason)
@@ -649,6 +656,9 @@ class Experiment:
             trace_id,
             span_id,
         )
+        if self._sinks_closed:  # built after close() let go of its sinks: not written
+            self._drop_handed(job, "shutdown")
+            return
         dropped_at = [
             worker.name
             for worker in map(worker_for, self._sinks_now())
@@ -838,6 +848,7 @@ class Experiment:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(task.cancel)
         _unregister(self)
+        self._sinks_closed = True
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         _close_unused_sinks(self._sinks or (), remaining)
 
@@ -894,6 +905,25 @@ class Experiment:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("on" if self._active else "off")
         return f"<Experiment {self.name!r} {state} sample={self._sample_value!r}>"
+
+
+def _with_rate(sampler: _sampling.Sampler, p: float) -> _sampling.Sampler | None:
+    """``sampler`` with each plain rate and ``by_key`` rate in it set to ``p`` (a key kept);
+    None when it holds neither."""
+    if _rate_of(sampler) is not None:
+        return _sampling.rate(p, param="sample")
+    if isinstance(sampler, _sampling.ByKey):
+        return _sampling.by_key(sampler.key, p)
+    if isinstance(sampler, (_sampling.AllOf, _sampling.AnyOf)):
+        parts = [_with_rate(part, p) for part in sampler.samplers]
+        if all(part is None for part in parts):
+            return None
+        kept = [
+            old if new is None else new for new, old in zip(parts, sampler.samplers, strict=True)
+        ]
+        join = operator.and_ if isinstance(sampler, _sampling.AllOf) else operator.or_
+        return functools.reduce(join, kept)  # as & and | compose them (ALWAYS & x is x)
+    return None
 
 
 def _rate_of(sampler: _sampling.Sampler) -> float | None:
@@ -1123,9 +1153,9 @@ def configure(
             old, _state.config = _state.config, None
         if old is not None:
             old.stop()
-            if _state.file_disabled:  # the old file's kill switch goes with the file
-                _state.file_disabled = False
-                _refresh_all()
+        if config_file is None and _state.file_disabled:  # the file's switch goes with it
+            _state.file_disabled = False  # (a new file's own load sets it for that file)
+            _refresh_all()
         if config_file is not None:
             watcher = _ConfigWatcher(os.fspath(config_file), float(config_interval))
             with _state.lock:
@@ -1163,6 +1193,9 @@ class _ConfigWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)  # a load under way ends before another file's applies
 
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):
@@ -1192,8 +1225,11 @@ class _ConfigWatcher:
                     exc,
                 )
                 return False
-            self.config = config
-            _state.file_disabled = not config.get("enabled", True)
+            with _state.lock:
+                if _state.config is not self:  # stopped meanwhile: another file (or none) rules
+                    return False
+                self.config = config
+                _state.file_disabled = not config.get("enabled", True)
             _refresh_all()
             for exp in experiments():
                 self.apply(exp)
@@ -1253,25 +1289,24 @@ def _exit_timeout() -> float:
         return 5.0
 
 
-# When the early exit flush began (monotonic): the final shutdown has what is left.
-_exit_started: list[float] = []
+# How long the early exit flush took: the final shutdown has what is left of the timeout
+# (the app's own exit handlers in between do not count against it).
+_exit_spent: list[float] = []
 
 
 def _flush_at_exit() -> None:
     """The early exit flush (see :func:`flush_before_exit_handlers`): pending shadows reach
     the sinks before the exit handlers of what the app set up; experiments stay open, for
     calls those handlers still make."""
-    _exit_started.append(time.monotonic())
+    start = time.monotonic()
     flush(_exit_timeout())
+    _exit_spent.append(time.monotonic() - start)
 
 
 def _at_exit() -> None:
     """Flush pending shadows at interpreter exit and close everything, within
-    ``SHADOWDECO_EXIT_TIMEOUT`` seconds in all (counted from the early flush, if it ran)."""
-    timeout = _exit_timeout()
-    if _exit_started:
-        timeout = max(0.0, timeout - (time.monotonic() - _exit_started[0]))
-    shutdown(timeout)
+    ``SHADOWDECO_EXIT_TIMEOUT`` seconds in all (the early flush's time included)."""
+    shutdown(max(0.0, _exit_timeout() - sum(_exit_spent)))
 
 
 def _flush_at_process_end(_: object) -> None:

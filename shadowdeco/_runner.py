@@ -957,11 +957,20 @@ class Lane:
 
     def settle_orphans(self) -> None:
         """Count as ``loop_closed`` the async candidates whose loop was closed under them
-        (``loop.close()`` with tasks pending: nothing cancels them, nothing will run them)."""
+        (``loop.close()`` with tasks pending: nothing cancels them, nothing will run them),
+        giving back the queue place of those that never left the queue.  Their tasks stay
+        referenced: collected, they would try to run clean-up on the closed loop."""
+        exp = self.exp
         for task, job in list(self.tasks.items()):
-            if not task.done() and task.get_loop().is_closed():
-                self.tasks.pop(task, None)
-                self.exp._settle_drop(job, "loop_closed")
+            if task.done() or not task.get_loop().is_closed():
+                continue
+            with exp._lock:
+                if job.state != OPEN:  # settled already (by an earlier look)
+                    continue
+                if not job.started:  # still waiting for a concurrency slot
+                    self.left += 1
+                    job.started = time.perf_counter()
+            exp._settle_drop(job, "loop_closed")
 
     def drain(self) -> list[Job]:
         """Every job not yet settled: queued, running, and async tasks'."""
@@ -1003,14 +1012,21 @@ async def _task_main(job: Job, lane: Lane) -> None:
         semaphore = lane.semaphores[loop] = asyncio.Semaphore(exp._max_concurrency)
     waiting = True
     try:
-        async with semaphore:
+        await semaphore.acquire()
+        try:
             with exp._lock:
                 lane.left += 1
                 waiting = False
+                job.started = time.perf_counter()  # out of the queue (see settle_orphans)
                 if job.state != OPEN:
                     return
             job.queue_s = seconds_since(job.t1)
             await _run_task(job, exp.timeout)
+        finally:
+            # Not when the loop was closed under the task (it is being collected,
+            # settled by Lane.settle_orphans): a release would schedule on the dead loop.
+            if not loop.is_closed():
+                semaphore.release()
     except asyncio.CancelledError:
         if waiting:  # cancelled in the queue: give its place back
             with exp._lock:

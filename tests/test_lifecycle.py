@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 from helpers import assert_adds_up
 
 import shadowdeco
-from shadowdeco import shadow, sinks
+from shadowdeco import _delivery, shadow, sinks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,6 +144,38 @@ def test_calls_made_by_the_app_s_exit_handlers_are_still_shadowed(tmp_path: Path
     assert sorted(json.loads(line)["candidate"]["value"] for line in lines) == [1, 100, 101, 102]
 
 
+def test_the_app_s_exit_handler_time_does_not_count_against_the_exit_timeout(
+    tmp_path: Path,
+) -> None:
+    """The exit timeout bounds shadowdeco's own waiting: an app's exit handler that takes
+    longer than it, then calls, still gets its calls shadowed."""
+    proc = run_script(
+        """
+        import atexit, json, time
+        from shadowdeco import shadow
+
+        out = open("results.jsonl", "w")
+
+        @atexit.register
+        def slow_drain():
+            time.sleep(1.2)  # the app's own work at exit, longer than the timeout
+            for i in range(3):
+                predict(100 + i)
+
+        @shadow(candidate=abs, sinks=[lambda r: out.write(json.dumps(r.to_dict()) + "\\n")])
+        def predict(x):
+            return x
+
+        predict(1)
+        """,
+        tmp_path,
+        SHADOWDECO_EXIT_TIMEOUT="1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["candidate"]["value"] for line in lines) == [1, 100, 101, 102]
+
+
 def test_exit_is_not_held_up_by_a_hung_candidate(tmp_path: Path) -> None:
     """A candidate that never ends delays exit by at most SHADOWDECO_EXIT_TIMEOUT."""
     proc = run_script(
@@ -257,6 +291,61 @@ def test_a_loop_closed_without_cancelling_its_tasks_counts_them_at_the_next_flus
     assert predict.shadow.flush(10)
     stats = predict.shadow.stats()
     assert (dict(stats.dropped), stats.in_flight) == ({"loop_closed": 1}, 0)
+
+
+def test_candidates_orphaned_by_loop_close_give_their_queue_places_back() -> None:
+    """Counted as loop_closed, tasks of a closed loop (the one running and the one waiting
+    for a concurrency slot) free their max_queue places: later calls are not queue_full."""
+
+    @shadow(candidate=never, timeout=None, max_queue=2, max_concurrency=1, sinks=[])
+    async def predict(x: int) -> int:
+        return x
+
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        for i in range(2):
+            assert loop.run_until_complete(predict(i)) == i
+        loop.run_until_complete(asyncio.sleep(0))  # one task runs, one waits for its slot
+        loop.close()
+        assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.sampled, dict(stats.dropped)) == (6, {"loop_closed": 6})
+
+
+def test_results_built_after_close_are_dropped_not_written() -> None:
+    """A result still being built when close() let go of the sinks (a slow comparator) is
+    dropped as shutdown: no second thread is started for the closed sink."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_compare(live: Any, candidate: Any) -> bool:
+        entered.set()
+        release.wait(30)
+        return True
+
+    async def candidate(x: int) -> int:
+        return x
+
+    memory = sinks.Memory()
+
+    @shadow(candidate=candidate, compare=slow_compare, sinks=[memory], name="late-results")
+    async def live(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        for i in range(2):
+            await live(i)
+        await asyncio.gather(*list(live.shadow._lane.tasks))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert entered.wait(10)
+    live.shadow.close(0.1)
+    release.set()
+    assert live.shadow._wait_settled(10)
+    stats = live.shadow.stats()
+    assert (stats.emitted, dict(stats.dropped)) == (0, {"shutdown": 2})
+    assert len(memory) == 0
+    assert id(memory) not in _delivery._workers
 
 
 def test_a_cancelled_live_call_is_counted_not_shadowed() -> None:

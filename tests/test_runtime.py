@@ -422,6 +422,70 @@ def test_a_temporary_override_leaves_the_config_rate_as_it_was(tmp_path: Path) -
     assert repr(fn.shadow._sampler) == repr(steered)  # rate(0.5) & the cap, once
 
 
+def test_the_file_s_rate_sets_the_rates_inside_a_composition(tmp_path: Path) -> None:
+    """rate(0.1) & per_second(n): the file's sample replaces the rate and keeps the cap;
+    by_key inside a composition keeps its key (stable per-key decisions)."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"capped": {"sample": 1.0}, "keyed": {"sample": 0.5}}})
+    capped = shadow(
+        candidate=abs,
+        name="capped",
+        sample=sampling.rate(0.1) & sampling.per_second(1000),
+        sinks=[],
+    )(abs)
+    keyed = shadow(
+        candidate=abs,
+        name="keyed",
+        sample=sampling.by_key(str, 0.1) & sampling.when(lambda x: x >= 0),
+        sinks=[],
+    )(abs)
+    shadowdeco.configure(config_file=path)
+    assert repr(capped.shadow._sampler) == repr(sampling.ALWAYS & sampling.per_second(1000))
+    sampler = keyed.shadow._sampler
+    assert "by_key(" in repr(sampler)
+    assert "0.5" in repr(sampler)
+    assert [sampler(i) for i in range(100)] == [sampler(i) for i in range(100)]
+
+
+def test_switching_files_keeps_the_kill_switch_on_throughout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From one file saying enabled: false to another saying the same, shadowing is never
+    on in between; a watcher stopped meanwhile applies nothing."""
+    from shadowdeco import _experiment
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_config(a, {"enabled": False})
+    write_config(b, {"enabled": False})
+    shadowdeco.configure(config_file=a)
+    old = _experiment._state.config
+    seen: list[bool] = []
+    refresh = _experiment._refresh_all
+    monkeypatch.setattr(
+        _experiment, "_refresh_all", lambda: (seen.append(_experiment._state.killed()), refresh())
+    )
+    shadowdeco.configure(config_file=b)
+    assert seen
+    assert all(seen)
+    assert old is not None
+    write_config(a, {"enabled": True})
+    assert old.load() is False  # stopped: another file rules
+    assert _experiment._state.killed()
+
+
+def test_a_middleware_made_again_after_a_swap_still_shares_its_experiment(
+    candidate_server: Any,
+) -> None:
+    """The URL candidate compares by value: the same middleware made again (an app
+    factory) after the candidate was swapped shares the experiment, as before the swap."""
+    from shadowdeco.middleware import ShadowWSGIMiddleware
+
+    first = ShadowWSGIMiddleware(abs, candidate_server.url, name="mirror", sinks=[])
+    first.shadow.candidate = candidate_server.url + "/v2"
+    again = ShadowWSGIMiddleware(abs, candidate_server.url, name="mirror", sinks=[])
+    assert again.shadow is first.shadow
+
+
 def test_shutdown_closes_the_default_sinks() -> None:
     """configure(default_sinks=...) sinks are flushed and closed by shutdown(), once."""
 
