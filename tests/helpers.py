@@ -145,6 +145,24 @@ class Gate:
         return all(self.entered.acquire(timeout=timeout) for _ in range(n))
 
 
+class BlockedComparator:
+    """A comparator that blocks until ``release`` is set; ``entered`` says it was reached."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, live: Any, candidate: Any) -> bool:
+        self.entered.set()
+        self.release.wait(30)
+        return True
+
+
+async def echo(x: Any) -> Any:
+    """An async candidate that returns its argument."""
+    return x
+
+
 def assert_adds_up(stats: shadowdeco.Stats) -> None:
     assert stats.sampled == stats.emitted + sum(stats.dropped.values()) + stats.in_flight, stats
     assert stats.in_flight >= 0, stats

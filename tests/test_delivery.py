@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import assert_adds_up
+from helpers import BlockedComparator, assert_adds_up, echo
 
 import shadowdeco
 from shadowdeco import ShadowResult, _delivery, shadow, sinks
@@ -218,20 +218,11 @@ def test_two_sinks_of_one_name_are_told_apart() -> None:
 def test_results_past_the_emitter_bound_are_dropped_as_backlog() -> None:
     """Results waiting to be compared and built (async candidates' go through the emitter
     thread) are bounded by max_pending_results; past it they are dropped as backlog."""
-    release, entered = threading.Event(), threading.Event()
-
-    def slow_compare(live: Any, candidate: Any) -> bool:
-        entered.set()
-        release.wait(30)
-        return True
-
-    async def candidate(x: int) -> int:
-        return x
-
+    slow_compare = BlockedComparator()
     memory = sinks.Memory()
     shadowdeco.configure(max_pending_results=2)
 
-    @shadow(candidate=candidate, compare=slow_compare, sinks=[memory], name="emitter-bound")
+    @shadow(candidate=echo, compare=slow_compare, sinks=[memory], name="emitter-bound")
     async def live(x: int) -> int:
         return x
 
@@ -243,12 +234,12 @@ def test_results_past_the_emitter_bound_are_dropped_as_backlog() -> None:
 
     try:
         asyncio.run(main())
-        assert entered.wait(10)
+        assert slow_compare.entered.wait(10)
         stats = live.shadow.stats()
         assert dict(stats.dropped) == {"backlog": 4}  # one in the comparator, two waiting
         assert_adds_up(stats)
     finally:
-        release.set()
+        slow_compare.release.set()
     assert live.shadow.flush(10)
     stats = live.shadow.stats()
     assert (stats.emitted, stats.in_flight, len(memory)) == (2, 0, 2)

@@ -10,11 +10,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
-from typing import Any
 
-from helpers import assert_adds_up
+import pytest
+from helpers import BlockedComparator, assert_adds_up, echo
 
 import shadowdeco
 from shadowdeco import _delivery, shadow, sinks
@@ -116,49 +115,24 @@ def test_pending_results_reach_an_opentelemetry_sdk_set_up_after_import(
     assert lines.count("shadowdeco.result") == 3, proc.stdout
 
 
-def test_calls_made_by_the_app_s_exit_handlers_are_still_shadowed(tmp_path: Path) -> None:
-    """An exit handler the app registered at start-up (draining its own backlog) runs
-    before shadowdeco's final shutdown: its calls are shadowed and written too."""
-    proc = run_script(
-        """
-        import atexit, json
-        from shadowdeco import shadow
-
-        out = open("results.jsonl", "w")
-
-        @atexit.register
-        def drain_backlog():
-            for i in range(3):
-                predict(100 + i)
-
-        @shadow(candidate=abs, sinks=[lambda r: out.write(json.dumps(r.to_dict()) + "\\n")])
-        def predict(x):
-            return x
-
-        predict(1)
-        """,
-        tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert sorted(json.loads(line)["candidate"]["value"] for line in lines) == [1, 100, 101, 102]
-
-
-def test_the_app_s_exit_handler_time_does_not_count_against_the_exit_timeout(
-    tmp_path: Path,
+@pytest.mark.parametrize("work", [0.0, 1.2], ids=["quick", "longer-than-the-timeout"])
+def test_calls_made_by_the_app_s_exit_handlers_are_still_shadowed(
+    tmp_path: Path, work: float
 ) -> None:
-    """The exit timeout bounds shadowdeco's own waiting: an app's exit handler that takes
-    longer than it, then calls, still gets its calls shadowed."""
+    """An exit handler the app registered at start-up (draining its own backlog) runs
+    before shadowdeco's final shutdown: its calls are shadowed and written too, also when
+    the handler's own work takes longer than the exit timeout (which bounds shadowdeco's
+    waiting, not the app's)."""
     proc = run_script(
-        """
+        f"""
         import atexit, json, time
         from shadowdeco import shadow
 
         out = open("results.jsonl", "w")
 
         @atexit.register
-        def slow_drain():
-            time.sleep(1.2)  # the app's own work at exit, longer than the timeout
+        def drain_backlog():
+            time.sleep({work})  # the app's own work at exit
             for i in range(3):
                 predict(100 + i)
 
@@ -315,19 +289,10 @@ def test_candidates_orphaned_by_loop_close_give_their_queue_places_back() -> Non
 def test_results_built_after_close_are_dropped_not_written() -> None:
     """A result still being built when close() let go of the sinks (a slow comparator) is
     dropped as shutdown: no second thread is started for the closed sink."""
-    entered, release = threading.Event(), threading.Event()
-
-    def slow_compare(live: Any, candidate: Any) -> bool:
-        entered.set()
-        release.wait(30)
-        return True
-
-    async def candidate(x: int) -> int:
-        return x
-
+    slow_compare = BlockedComparator()
     memory = sinks.Memory()
 
-    @shadow(candidate=candidate, compare=slow_compare, sinks=[memory], name="late-results")
+    @shadow(candidate=echo, compare=slow_compare, sinks=[memory], name="late-results")
     async def live(x: int) -> int:
         return x
 
@@ -338,9 +303,9 @@ def test_results_built_after_close_are_dropped_not_written() -> None:
         await asyncio.sleep(0)
 
     asyncio.run(main())
-    assert entered.wait(10)
+    assert slow_compare.entered.wait(10)
     live.shadow.close(0.1)
-    release.set()
+    slow_compare.release.set()
     assert live.shadow._wait_settled(10)
     stats = live.shadow.stats()
     assert (stats.emitted, dict(stats.dropped)) == (0, {"shutdown": 2})
