@@ -237,21 +237,20 @@ def _check_copier(value: object) -> Callable[[Any], Any] | None:
 
 
 class _Held:
-    """A value compared by ``==`` but held weakly where it is an identity (a function, a
-    bound method, an object compared by identity): what an experiment remembers of its
-    candidate as decorated must not keep a model swapped out while serving in memory; once
-    that is gone, nothing equals it.  A value compared by value (a method name, the
-    middleware's URL candidate) is held as it is: an equal one made later must still match."""
+    """A value compared by ``==`` but held weakly where it can be (a function, a bound
+    method, an object): what an experiment remembers of its candidate as decorated must not
+    keep a model swapped out while serving in memory; once that is gone, nothing equals it.
+    A small value compared by value (a method name; a class that says ``compared_by_value``,
+    as the middleware's URL candidate) is held as it is: an equal one made later matches."""
 
     __slots__ = ("_ref",)
 
     def __init__(self, value: object) -> None:
         ref: Callable[[], object] = functools.partial(_itself, value)
-        by_identity = type(value).__eq__ is object.__eq__
         if isinstance(value, types.MethodType):
             ref = weakref.WeakMethod(value)
-        elif by_identity:
-            with contextlib.suppress(TypeError):  # a builtin: not weakly referable, small
+        elif not getattr(type(value), "compared_by_value", False):
+            with contextlib.suppress(TypeError):  # a str, a builtin: not weakly referable
                 ref = weakref.ref(value)
         self._ref = ref
 
@@ -908,16 +907,16 @@ class Experiment:
 
 
 def _with_rate(sampler: _sampling.Sampler, p: float) -> _sampling.Sampler | None:
-    """``sampler`` with each plain rate and ``by_key`` rate in it set to ``p`` (a key kept);
-    None when it holds neither."""
+    """``sampler`` with its one rate (a plain rate, or a ``by_key``'s, whose key is kept) set
+    to ``p``; None when it holds none, or several (setting each would multiply them)."""
     if _rate_of(sampler) is not None:
         return _sampling.rate(p, param="sample")
     if isinstance(sampler, _sampling.ByKey):
         return _sampling.by_key(sampler.key, p)
     if isinstance(sampler, (_sampling.AllOf, _sampling.AnyOf)):
         parts = [_with_rate(part, p) for part in sampler.samplers]
-        if all(part is None for part in parts):
-            return None
+        if sum(part is not None for part in parts) != 1:
+            return None  # none, or several: the file's rate goes in front of the whole
         kept = [
             old if new is None else new for new, old in zip(parts, sampler.samplers, strict=True)
         ]
@@ -1160,7 +1159,10 @@ def configure(
             watcher = _ConfigWatcher(os.fspath(config_file), float(config_interval))
             with _state.lock:
                 _state.config = watcher
-            watcher.start()
+            if not watcher.start() and _state.file_disabled:
+                # Missing or broken: code settings apply, not the previous file's switch.
+                _state.file_disabled = False
+                _refresh_all()
 
 
 def reload_config() -> bool:
@@ -1186,10 +1188,12 @@ class _ConfigWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self.load()
+    def start(self) -> bool:
+        """Load the file (True if it applied), then watch it."""
+        loaded = self.load()
         self._thread = threading.Thread(target=self._watch, name="shadowdeco-config", daemon=True)
         self._thread.start()
+        return loaded
 
     def stop(self) -> None:
         self._stop.set()

@@ -958,18 +958,18 @@ class Lane:
     def settle_orphans(self) -> None:
         """Count as ``loop_closed`` the async candidates whose loop was closed under them
         (``loop.close()`` with tasks pending: nothing cancels them, nothing will run them),
-        giving back the queue place of those that never left the queue.  Their tasks stay
-        referenced: collected, they would try to run clean-up on the closed loop."""
+        giving back the queue place of those that never left the queue.  Their tasks are
+        let go (collected, they run no clean-up on the closed loop: see _task_main)."""
         exp = self.exp
         for task, job in list(self.tasks.items()):
             if task.done() or not task.get_loop().is_closed():
                 continue
+            self.tasks.pop(task, None)
             with exp._lock:
-                if job.state != OPEN:  # settled already (by an earlier look)
+                if job.state != OPEN:
                     continue
                 if not job.started:  # still waiting for a concurrency slot
                     self.left += 1
-                    job.started = time.perf_counter()
             exp._settle_drop(job, "loop_closed")
 
     def drain(self) -> list[Job]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +82,25 @@ def test_a_candidate_swapped_out_is_freed() -> None:
         def predict(self, x: int) -> int:
             return x
 
-    first = Model()
-    gone = weakref.ref(first)
-    deco = shadow(candidate=first.predict, name="swapped-out", sinks=[])
-    fn = deco(abs)
-    assert deco(abs).shadow is fn.shadow  # the same decoration again: shared
-    fn.shadow.candidate = Model().predict
-    del first, deco  # the decorator (as a factory keeps it) holds what it was given
-    gc.collect()
-    assert gone() is None
+    @dataclasses.dataclass
+    class Callable_:  # compares by value (a dataclass's __eq__), still not kept alive
+        weights: list[float]
+
+        def __call__(self, x: int) -> int:
+            return x
+
+    makers: list[Callable[[], Any]] = [lambda: Model().predict, lambda: Callable_([0.5])]
+    for make in makers:
+        first = make()
+        gone = weakref.ref(getattr(first, "__self__", first))
+        deco = shadow(candidate=first, name="swapped-out", sinks=[])
+        fn = deco(abs)
+        assert deco(abs).shadow is fn.shadow  # the same decoration again: shared
+        fn.shadow.candidate = Model().predict
+        del first, deco  # the decorator (as a factory keeps it) holds what it was given
+        gc.collect()
+        assert gone() is None
+        fn.shadow.close()
 
 
 @pytest.mark.parametrize(
@@ -365,6 +377,10 @@ def test_the_file_s_kill_switch_goes_with_the_file(tmp_path: Path) -> None:
     shadowdeco.configure(config_file=None)
     fn(-1)
     assert fn.shadow.stats().sampled == 1
+    shadowdeco.configure(config_file=path)
+    shadowdeco.configure(config_file=tmp_path / "missing.json")  # code settings apply
+    fn(-1)
+    assert fn.shadow.stats().sampled == 2
 
 
 def test_a_config_rate_keeps_a_by_key_sampler_stable(tmp_path: Path) -> None:
@@ -445,6 +461,17 @@ def test_the_file_s_rate_sets_the_rates_inside_a_composition(tmp_path: Path) -> 
     assert "by_key(" in repr(sampler)
     assert "0.5" in repr(sampler)
     assert [sampler(i) for i in range(100)] == [sampler(i) for i in range(100)]
+
+
+def test_the_file_s_rate_goes_in_front_of_a_composition_with_two_rates(tmp_path: Path) -> None:
+    """Setting each of two rates to the file's would multiply them: with more than one, the
+    file's rate goes in front and the code's sampler stays as it is."""
+    path = tmp_path / "shadow.json"
+    write_config(path, {"experiments": {"two": {"sample": 0.5}}})
+    code = sampling.by_key(str, 0.2) & sampling.rate(0.3)
+    fn = shadow(candidate=abs, name="two", sample=code, sinks=[])(abs)
+    shadowdeco.configure(config_file=path)
+    assert repr(fn.shadow._sampler) == repr(sampling.rate(0.5) & code)
 
 
 def test_switching_files_keeps_the_kill_switch_on_throughout(

@@ -520,6 +520,10 @@ class UrlCandidate:
     """Sends the mirrored request to ``base_url`` with ``http.client``; one keep-alive
     connection per worker thread, ``timeout`` seconds per request."""
 
+    #: equal by URL and settings, and small: an experiment remembers it as it is (the same
+    #: middleware made again, by an app factory, still shares its experiment)
+    compared_by_value = True
+
     def __init__(self, base_url: str, settings: Settings, timeout: float | None) -> None:
         shape = f"candidate URL must be http(s)://host[:port][/base], got {base_url!r}"
         try:
