@@ -96,8 +96,9 @@ class Request:
     ) -> None:
         self.method = method
         self.path = path
-        #: where the app is mounted (WSGI ``SCRIPT_NAME``, ASGI ``root_path``), as the server
-        #: gave it: ``path`` begins with it, quoted; an in-process candidate is mounted there too
+        #: where the app is mounted (WSGI ``SCRIPT_NAME``, ASGI ``root_path``), unquoted, as
+        #: the server gave it (``path``, unquoted, begins with it); an in-process candidate is
+        #: mounted there too
         self.root = root
         #: ASGI: the live scope's ``path`` held the root (uvicorn, Starlette's Mount) or not
         self.root_in_path = root_in_path
