@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
+import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -397,3 +399,102 @@ def test_a_bad_candidate_url_names_the_parameter_and_the_value(url: str) -> None
     with pytest.raises(ValueError, match="candidate") as info:
         ShadowWSGIMiddleware(where_app, url, name=f"edge-url-{next(_names)}")
     assert url in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# The bytes that pending mirrors hold: max_pending_bytes
+
+
+class HeldCandidate:
+    """A WSGI candidate app that answers ``b"ok"`` once ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.entered.set()
+        self.release.wait(30)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+
+def ok_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_bodies_past_max_pending_bytes_are_not_mirrored_and_counted(
+    memory: sinks.Memory, chunked: bool
+) -> None:
+    """Behind a hung candidate, mirrors stop when the bodies they hold reach the bound (not
+    only when max_queue items wait): each later request is served live and counted as
+    bytes_full, and mirroring resumes once the held results are let go."""
+    candidate = HeldCandidate()
+    wrapped = wsgi(ok_app, candidate, memory, max_concurrency=1, max_pending_bytes=3_500)
+    body = b"x" * 1_000
+    for _ in range(10):
+        call = call_wsgi(wrapped, environ_of("POST", "/", body=body, chunked=chunked))
+        assert (call.status, call.chunks) == ("200 OK", [b"ok"])
+    # 1,000 + 2 bytes (the request, live's "ok") per mirror: three fit in 3,500.
+    stats = adds_up(wrapped.shadow)
+    assert (stats.sampled, stats.dropped) == (10, {"bytes_full": 7})
+    assert wrapped.pending_bytes == 3 * 1_002
+    candidate.release.set()
+    assert wrapped.shadow.flush(10)
+    assert wrapped.shadow.stats().emitted == 3
+    assert wrapped.pending_bytes >= 3 * 4  # both responses' "ok": Memory keeps the results
+    memory.clear()
+    gc.collect()
+    assert wrapped.pending_bytes == 0
+    call_wsgi(wrapped, environ_of("POST", "/", body=body, chunked=chunked))
+    assert wrapped.shadow.flush(10)
+    assert adds_up(wrapped.shadow).emitted == 4
+
+
+def test_an_asgi_body_past_max_pending_bytes_is_counted_and_served_live(
+    memory: sinks.Memory,
+) -> None:
+    release = asyncio.Event()
+
+    async def held(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await release.wait()
+        await reading_app(scope, receive, send)
+
+    wrapped = asgi(reading_app, held, memory, max_concurrency=1, max_pending_bytes=2_500)
+
+    async def run() -> list[int]:
+        statuses = []
+        for _ in range(4):
+            client = AsgiClient(body_messages(b"x" * 600, b"y" * 400))
+            await wrapped(http_scope("POST", "/"), client.receive, client.send)
+            statuses.append(client.sent[0]["status"])
+        stats = adds_up(wrapped.shadow)
+        assert stats.dropped == {"bytes_full": 2}
+        assert wrapped.pending_bytes == 2 * 1_002
+        release.set()
+        assert await wrapped.shadow.aflush(10)
+        return statuses
+
+    assert asyncio.run(run()) == [200] * 4
+    assert wrapped.shadow.stats().emitted == 2
+
+
+def test_a_body_larger_than_max_pending_bytes_alone_is_never_mirrored(
+    memory: sinks.Memory,
+) -> None:
+    wrapped = wsgi(ok_app, ok_app, memory, max_pending_bytes=100)
+    call_wsgi(wrapped, environ_of("POST", "/", body=b"x" * 101))
+    call_wsgi(wrapped, environ_of("GET", "/"))  # no body: nothing to hold
+    assert wrapped.shadow.flush(10)
+    stats = adds_up(wrapped.shadow)
+    assert (stats.emitted, stats.dropped) == (1, {"bytes_full": 1})
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "64M", True, None])
+def test_a_bad_max_pending_bytes_names_the_parameter(value: Any) -> None:
+    for kind in (ShadowWSGIMiddleware, ShadowASGIMiddleware):
+        with pytest.raises(ValueError, match=rf"max_pending_bytes .*{value!r}"):
+            kind(ok_app, ok_app, name=f"bad-bytes-{next(_names)}", max_pending_bytes=value)

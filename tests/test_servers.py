@@ -638,6 +638,41 @@ def test_a_graceful_stop_drains_every_mirror_into_the_sink(
         assert mirrored_in == live_pids
 
 
+def test_a_hung_candidate_holds_request_bodies_up_to_max_pending_bytes(tmp_path: Path) -> None:
+    """uvicorn, a candidate that hangs (one at a time): 1 MiB uploads are mirrored until the
+    bodies held reach ``max_pending_bytes`` (2.5 MiB: two of them); every later one is served
+    live and counted ``bytes_full``, not queued behind the hung candidate."""
+    server = Server(
+        tmp_path / "server",
+        "starlette_app:app",
+        uvicorn=True,
+        SHADOW_MODE="on",
+        SHADOW_CANDIDATE="hostile",
+        SHADOW_TIMEOUT="15",  # < the hang: no result lets a body go while the test runs
+        SHADOW_MAX_CONCURRENCY="1",
+        SHADOW_MAX_PENDING_BYTES=str(2 * MIB + MIB // 2),
+        SHADOW_DRAIN="1",
+    )
+    with running(server), client(server) as conn:
+        for _ in range(6):
+            reply = fetch(
+                server.port,
+                "POST",
+                "/upload",
+                b"u" * MIB,
+                {"X-Candidate-Behavior": "hang"},
+                conn=conn,
+            )
+            assert json.loads(reply.body) == {"length": MIB}
+    log = server.log()
+    [stats] = server.stats()
+    assert stats["sampled"] == 6 + 1, log  # and the readiness probe
+    assert stats["dropped"].get("bytes_full") == 4, stats
+    assert (
+        stats["sampled"] == stats["emitted"] + sum(stats["dropped"].values()) + stats["in_flight"]
+    )
+
+
 def test_a_django_view_under_gunicorn_is_unchanged_and_mirrored(tmp_path: Path) -> None:
     """A Django project's WSGI application, wrapped the way its wsgi.py would: responses
     are byte-identical to the unwrapped one's, and every mirror is in the sink at the end."""

@@ -10,6 +10,7 @@ sinks only with ``record_body=True``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import http.client
 import json
@@ -68,6 +69,7 @@ class Request:
     """A mirrored request, captured before the live app saw it."""
 
     __slots__ = (
+        "_charge",
         "body",
         "headers",
         "method",
@@ -94,6 +96,7 @@ class Request:
         root: str = "",
         root_in_path: bool = True,
     ) -> None:
+        self._charge: tuple[collections.deque[int], int] | None = None  # see ByteBudget
         self.method = method
         self.path = path
         #: where the app is mounted (WSGI ``SCRIPT_NAME``, ASGI ``root_path``), unquoted, as
@@ -113,6 +116,9 @@ class Request:
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (case-insensitive)."""
         return first_header(self.headers, name, default)
+
+    def __del__(self) -> None:
+        ByteBudget.release(self._charge)
 
     def to_dict(self) -> dict[str, Any]:
         """What the result records of the request (``inputs``): no body unless asked."""
@@ -136,7 +142,16 @@ class Request:
 class HttpResponse:
     """One arm's answer: status, chosen headers, a digest of the body and, capped, the body."""
 
-    __slots__ = ("body", "body_len", "body_sha256", "headers", "record_body", "status", "truncated")
+    __slots__ = (
+        "_charge",
+        "body",
+        "body_len",
+        "body_sha256",
+        "headers",
+        "record_body",
+        "status",
+        "truncated",
+    )
 
     def __init__(
         self,
@@ -149,6 +164,7 @@ class HttpResponse:
         truncated: bool,
         record_body: bool,
     ) -> None:
+        self._charge: tuple[collections.deque[int], int] | None = None  # see ByteBudget
         self.status = status
         self.headers = tuple((k.lower(), v) for k, v in headers)
         self.body = body  # up to the cap, for comparison
@@ -160,6 +176,9 @@ class HttpResponse:
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (case-insensitive)."""
         return first_header(self.headers, name, default)
+
+    def __del__(self) -> None:
+        ByteBudget.release(self._charge)
 
     def json(self) -> Any:
         """The body parsed as JSON, or raise ValueError (not JSON, or cut at the cap)."""
@@ -210,7 +229,7 @@ class BodyCollector:
     def response(
         self, status: int, headers: Iterable[tuple[str, str]], settings: Settings
     ) -> HttpResponse:
-        return HttpResponse(
+        response = HttpResponse(
             status,
             settings.chosen(headers),
             b"".join(self.chunks),
@@ -219,6 +238,66 @@ class BodyCollector:
             truncated=self.length > self.kept,
             record_body=settings.record_body,
         )
+        settings.budget.charge(response, self.kept)
+        return response
+
+
+class ByteBudget:
+    """The bytes of request and response bodies that one middleware's mirrors hold, against
+    ``max_pending_bytes``: while queued or running, and as results until every sink has let
+    them go (a sink that keeps results, such as ``Memory``, keeps their bytes counted).
+
+    Each :class:`Request` and :class:`HttpResponse` with a body is charged its body's length
+    and gives it back when it is freed.  Charges and returns from any thread are appended to
+    a deque (atomic, no lock); only the live path folds them into :attr:`held`, under a lock
+    that only live threads take, when it decides whether a request's body still fits.  A
+    response is charged when it is complete, so responses still streaming (at most one per
+    live request being served, and one per running candidate) are outside the count.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held = 0  # folded; under _lock
+        self._changes: collections.deque[int] = collections.deque()
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> int:
+        """Bytes held now (a moment's view)."""
+        with self._lock:
+            return self._fold_locked()
+
+    def _fold_locked(self) -> int:
+        changes = self._changes
+        held = self._held
+        while changes:
+            held += changes.popleft()
+        self._held = held
+        return held
+
+    def reserve(self, request: Request) -> bool:
+        """Charge ``request``'s body if it fits in the budget (live path); False if not."""
+        size = len(request.body)
+        if not size:
+            return True
+        with self._lock:
+            if self._fold_locked() + size > self.limit:
+                return False
+            self._held += size
+        request._charge = (self._changes, size)
+        return True
+
+    def charge(self, response: HttpResponse, size: int) -> None:
+        """Charge a complete response's kept body (any thread: it may not be refused)."""
+        if size:
+            self._changes.append(size)
+            response._charge = (self._changes, size)
+
+    @staticmethod
+    def release(charge: tuple[collections.deque[int], int] | None) -> None:
+        """Give back what a freed body holder was charged."""
+        if charge is not None:
+            charge[0].append(-charge[1])
 
 
 class LiveResponse:
@@ -359,6 +438,7 @@ class Settings:
         methods: Iterable[str],
         max_body: int,
         max_response_body: int,
+        max_pending_bytes: int,
         record_body: bool,
         headers: Iterable[str] | None,
         deny_headers: Iterable[str],
@@ -367,11 +447,18 @@ class Settings:
         self.methods = frozenset(m.upper() for m in _strings("methods", methods, "HTTP methods"))
         if not self.methods or not all(m.isalpha() for m in self.methods):
             raise ValueError(f"methods must name HTTP methods, got {methods!r}")
-        for param, value in (("max_body", max_body), ("max_response_body", max_response_body)):
+        for param, value in (
+            ("max_body", max_body),
+            ("max_response_body", max_response_body),
+            ("max_pending_bytes", max_pending_bytes),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{param} must be an int of bytes >= 0, got {value!r}")
         self.max_body = max_body
         self.max_response_body = max_response_body
+        self.max_pending_bytes = max_pending_bytes
+        #: the bodies this middleware's mirrors hold, against max_pending_bytes
+        self.budget = ByteBudget(max_pending_bytes)
         if not isinstance(record_body, bool):
             raise TypeError(f"record_body must be a bool, got {record_body!r}")
         self.record_body = record_body
@@ -390,6 +477,7 @@ class Settings:
             self.methods,
             self.max_body,
             self.max_response_body,
+            self.max_pending_bytes,
             self.record_body,
             self.forward_credentials,
             self.headers,
@@ -623,6 +711,7 @@ class Mirror:
         methods: Iterable[str],
         max_body: int,
         max_response_body: int,
+        max_pending_bytes: int,
         record_body: bool,
         headers: Iterable[str] | None,
         deny_headers: Iterable[str],
@@ -634,6 +723,7 @@ class Mirror:
             methods=methods,
             max_body=max_body,
             max_response_body=max_response_body,
+            max_pending_bytes=max_pending_bytes,
             record_body=record_body,
             headers=headers,
             deny_headers=deny_headers,
@@ -659,6 +749,21 @@ class Mirror:
             options={"timeout": timeout, **options},
         )
         exp._make_candidate = lambda value: make_candidate(value, exp.timeout)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of request and response bodies that this middleware's mirrors hold now,
+        queued, running or as results a sink still keeps (see ``max_pending_bytes``)."""
+        return self.settings.budget.held
+
+    def _admit(self, request: Request) -> Job | None:
+        """Admit a sampled request whose body was read, if its body fits in
+        ``max_pending_bytes`` (else counted as ``bytes_full``) and a place is free."""
+        exp = self.shadow
+        if not self.settings.budget.reserve(request):
+            exp._drop_sampled("bytes_full")
+            return None
+        return exp._admit(None, (request,), {})
 
     def _sampled(self, head: Callable[[], Request]) -> bool:
         """Is this request sampled?  A plain rate is decided before anything is built;

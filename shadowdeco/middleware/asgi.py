@@ -77,6 +77,7 @@ class ShadowASGIMiddleware(Mirror):
         methods: Iterable[str] = DEFAULT_METHODS,
         max_body: int = 1 << 20,
         max_response_body: int = 1 << 20,
+        max_pending_bytes: int = 64 << 20,
         record_body: bool = False,
         headers: Iterable[str] | None = None,
         deny_headers: Iterable[str] = (),
@@ -104,6 +105,7 @@ class ShadowASGIMiddleware(Mirror):
             methods=methods,
             max_body=max_body,
             max_response_body=max_response_body,
+            max_pending_bytes=max_pending_bytes,
             record_body=record_body,
             headers=headers,
             deny_headers=deny_headers,
@@ -132,7 +134,7 @@ class ShadowASGIMiddleware(Mirror):
             exp._drop_sampled(body)
             await self.app(scope, replay, send)
             return
-        job = exp._admit(None, (_request(scope, body, self.settings),), {})
+        job = self._admit(_request(scope, body, self.settings))
         if job is None:
             await self.app(scope, replay, send)
             return

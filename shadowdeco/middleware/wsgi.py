@@ -55,7 +55,8 @@ class ShadowWSGIMiddleware(Mirror):
     (``key`` is a callable of the :class:`Request`, recorded to join ground truth later),
     plus ``methods`` (default GET, HEAD, POST), ``max_body`` (request bodies mirrored up to
     this many bytes; larger ones are counted as ``body_too_large``), ``max_response_body``
-    (bytes of each response kept for comparison), ``record_body`` (put bodies in results),
+    (bytes of each response kept for comparison), ``max_pending_bytes`` (the bodies pending
+    mirrors may hold at once; past it, ``bytes_full``), ``record_body`` (put bodies in results),
     ``headers`` (the headers results record; default all but credentials), ``deny_headers``
     and ``forward_credentials`` (send Authorization / Cookie to a URL candidate).
     ``.shadow`` is the :class:`~shadowdeco.Experiment`.
@@ -80,6 +81,7 @@ class ShadowWSGIMiddleware(Mirror):
         methods: Iterable[str] = DEFAULT_METHODS,
         max_body: int = 1 << 20,
         max_response_body: int = 1 << 20,
+        max_pending_bytes: int = 64 << 20,
         record_body: bool = False,
         headers: Iterable[str] | None = None,
         deny_headers: Iterable[str] = (),
@@ -101,6 +103,7 @@ class ShadowWSGIMiddleware(Mirror):
             methods=methods,
             max_body=max_body,
             max_response_body=max_response_body,
+            max_pending_bytes=max_pending_bytes,
             record_body=record_body,
             headers=headers,
             deny_headers=deny_headers,
@@ -123,7 +126,7 @@ class ShadowWSGIMiddleware(Mirror):
         if isinstance(body, str):  # not mirrored; live gets the very same bytes
             exp._drop_sampled(body)
             return self.app(environ, start_response)
-        job = exp._admit(None, (_request(environ, method, body, self.settings),), {})
+        job = self._admit(_request(environ, method, body, self.settings))
         if job is None:
             return self.app(environ, start_response)
         response = _Response(exp, job, self.settings, start_response)

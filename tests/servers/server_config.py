@@ -11,8 +11,8 @@ tests/test_servers.py starts the apps of this directory under gunicorn and uvico
     ``app`` (the unwrapped app itself: identical answers), ``slow`` (the same after
     ``SHADOW_SLEEP`` seconds), ``hostile`` (by the request header ``X-Candidate-Behavior``:
     ``crash`` raises, ``hang`` waits 20 s, ``slow`` takes 2 s), or a base URL.
-``SHADOW_TIMEOUT``, ``SHADOW_MAX_CONCURRENCY``, ``SHADOW_DRAIN`` (the ASGI ``drain_timeout``)
-    the middleware's options of those names.
+``SHADOW_TIMEOUT``, ``SHADOW_MAX_CONCURRENCY``, ``SHADOW_MAX_PENDING_BYTES``, ``SHADOW_DRAIN``
+    (the ASGI ``drain_timeout``): the middleware's options of those names.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def options(name: str) -> dict[str, Any]:
         "enabled": MODE == "on",
         "timeout": float(os.environ.get("SHADOW_TIMEOUT", "10")),
         "max_concurrency": int(os.environ.get("SHADOW_MAX_CONCURRENCY", "4")),
+        "max_pending_bytes": int(os.environ.get("SHADOW_MAX_PENDING_BYTES", str(64 << 20))),
         "record_body": True,
     }
 
