@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
 import hashlib
 import io
 import itertools
@@ -16,6 +17,7 @@ import socket
 import threading
 import warnings
 import wsgiref.handlers
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +44,7 @@ from shadowdeco.middleware import (
     ShadowWSGIMiddleware,
     compare_http,
 )
+from shadowdeco.middleware._http import DECODED_LIMIT as HTTP_DECODED_LIMIT
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 in its TestClient; the httpx we have works the same.
@@ -1873,3 +1876,84 @@ def test_a_url_candidate_reconnects_when_the_server_closed_an_idle_connection(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def gzipped(data: bytes, mtime: int) -> bytes:
+    return gzip.compress(data, mtime=mtime)
+
+
+GZIP = [("Content-Encoding", "gzip")]
+
+
+def test_compare_http_compares_gzip_bodies_decoded() -> None:
+    """Two gzip streams of the same JSON differ in their timestamp: they match, compared as
+    the JSON they hold (ignored paths included); different JSON does not."""
+    body = b'{"y": 1, "meta": {"request_id": "a"}}'
+    live = response(headers=GZIP, body=gzipped(body, 1))
+    same = response(headers=GZIP, body=gzipped(body, 2))
+    assert live.body_sha256 != same.body_sha256
+    assert compare_http()(live, same) is True
+    assert live.json() == {"y": 1, "meta": {"request_id": "a"}}
+    other_id = response(headers=GZIP, body=gzipped(b'{"y": 1, "meta": {"request_id": "b"}}', 2))
+    assert compare_http()(live, other_id) is False
+    assert compare_http(ignore=["meta.request_id"])(live, other_id) is True
+    # Bodies that are not JSON compare by their decoded bytes.
+    html = response(headers=GZIP, body=gzipped(b"<p>a</p>", 1))
+    assert compare_http()(html, response(headers=GZIP, body=gzipped(b"<p>a</p>", 2))) is True
+    assert compare_http()(html, response(headers=GZIP, body=gzipped(b"<p>b</p>", 2))) is False
+
+
+@pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS], ids=["zlib", "raw"])
+def test_compare_http_decodes_deflate_either_way_it_is_sent(wbits: int) -> None:
+    def deflated(data: bytes, level: int) -> bytes:
+        packer = zlib.compressobj(level, zlib.DEFLATED, wbits)
+        return packer.compress(data) + packer.flush()
+
+    data = b'{"scores": [0.1, 0.2, 0.3, 0.4]}' * 10
+    live = response(headers=[("Content-Encoding", "deflate")], body=deflated(data, 1))
+    cand = response(headers=[("Content-Encoding", "deflate")], body=deflated(data, 9))
+    assert live.body != cand.body
+    assert compare_http()(live, cand) is True
+
+
+def test_compare_http_does_not_decode_what_it_cannot_trust() -> None:
+    """A cut, corrupt or unknown encoding, or a body that inflates past the limit (a
+    "zip bomb"), compares by digest: no match unless the bytes are equal."""
+    data = b'{"y": 1}'
+
+    def pair(live_body: bytes, cand_body: bytes, encoding: str = "gzip", cut: bool = False) -> bool:
+        live = response(headers=[("Content-Encoding", encoding)], body=live_body)
+        cand = response(headers=[("Content-Encoding", encoding)], body=cand_body)
+        live.truncated = cand.truncated = cut
+        return compare_http()(live, cand)
+
+    assert pair(gzipped(data, 1), gzipped(data, 2), cut=True) is False
+    assert pair(gzipped(data, 1)[:-4], gzipped(data, 2)[:-4]) is False  # no trailer
+    assert pair(b"not gzip", b"not gzip either") is False
+    assert pair(b"\x00br", b"\x01br", encoding="br") is False
+    bomb_1, bomb_2 = (gzipped(b"\x00" * (HTTP_DECODED_LIMIT + 1), m) for m in (1, 2))
+    assert len(bomb_1) < 100_000
+    assert pair(bomb_1, bomb_2) is False
+    assert pair(bomb_1, bomb_1) is True  # equal bytes: equal, whatever they hold
+
+
+def test_compare_http_decodes_by_the_content_encoding_the_results_do_not_record(
+    memory: sinks.Memory,
+) -> None:
+    """Through the middleware: the app gzips its JSON with the moment's timestamp and the
+    candidate does too; with ``headers=`` leaving Content-Encoding out of the results, the
+    pair is still compared decoded and matches."""
+    moments = itertools.count(1)
+
+    def gzip_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json"), *GZIP])
+        return [gzipped(b'{"label": "cat"}', next(moments))]
+
+    mw = wsgi(gzip_app, gzip_app, memory, headers=["content-type"], record_body=True)
+    call_wsgi(mw, make_environ())
+    assert mw.shadow.flush(10)
+    [result] = memory.results
+    assert result.live.value.body_sha256 != result.candidate.value.body_sha256
+    assert result.match is True
+    # With record_body, the results hold the text the app meant.
+    assert result.to_dict()["candidate"]["value"]["body"] == '{"label": "cat"}'

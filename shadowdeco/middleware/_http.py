@@ -19,6 +19,7 @@ import random
 import select
 import threading
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,6 +54,16 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+#: How many bytes a compressed response body may inflate to for comparison; past it (a "zip
+#: bomb", or simply a large answer) the body is compared by digest.
+DECODED_LIMIT = 16 << 20
+#: The Content-Encodings compare_http undoes, and zlib's window bits for each ("deflate" is
+#: zlib-wrapped by the standard, raw in some servers: both are tried).
+_DECODINGS = {
+    "gzip": (16 + zlib.MAX_WBITS,),
+    "x-gzip": (16 + zlib.MAX_WBITS,),
+    "deflate": (zlib.MAX_WBITS, -zlib.MAX_WBITS),
+}
 CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 SHADOW_HEADER = "x-shadow-request"
 
@@ -140,13 +151,18 @@ class Request:
 
 
 class HttpResponse:
-    """One arm's answer: status, chosen headers, a digest of the body and, capped, the body."""
+    """One arm's answer: status, chosen headers, a digest of the body and, capped, the body.
+
+    ``encoding`` is its ``Content-Encoding`` (lower case; ``""`` for none), kept even when
+    ``headers`` leaves the header out; None takes it from ``headers``.
+    """
 
     __slots__ = (
         "_charge",
         "body",
         "body_len",
         "body_sha256",
+        "encoding",
         "headers",
         "record_body",
         "status",
@@ -163,10 +179,14 @@ class HttpResponse:
         body_sha256: str,
         truncated: bool,
         record_body: bool,
+        encoding: str | None = None,
     ) -> None:
         self._charge: tuple[collections.deque[int], int] | None = None  # see ByteBudget
         self.status = status
         self.headers = tuple((k.lower(), v) for k, v in headers)
+        if encoding is None:
+            encoding = self.header("content-encoding", "") or ""
+        self.encoding = encoding.strip().lower()
         self.body = body  # up to the cap, for comparison
         self.body_len = body_len
         self.body_sha256 = body_sha256
@@ -180,11 +200,38 @@ class HttpResponse:
     def __del__(self) -> None:
         ByteBudget.release(self._charge)
 
-    def json(self) -> Any:
-        """The body parsed as JSON, or raise ValueError (not JSON, or cut at the cap)."""
+    def content(self) -> bytes:
+        """The body as the app made it: a gzip or deflate ``Content-Encoding`` undone.
+
+        Raises ValueError when that cannot be trusted: the body was cut at the capture cap,
+        the encoding is another one, the stream is corrupt or incomplete, or it would
+        inflate past :data:`DECODED_LIMIT` bytes.
+        """
+        encoding = self.encoding
+        if encoding in ("", "identity"):
+            return self.body
         if self.truncated:
             raise ValueError("body truncated at the capture cap")
-        return json.loads(self.body)
+        if encoding not in _DECODINGS:
+            raise ValueError(f"cannot decode Content-Encoding {encoding!r}")
+        for wbits in _DECODINGS[encoding]:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                data = inflater.decompress(self.body, DECODED_LIMIT)
+            except zlib.error:
+                continue
+            if inflater.unconsumed_tail:
+                raise ValueError(f"body inflates past {DECODED_LIMIT} bytes")
+            if inflater.eof:
+                return data
+        raise ValueError(f"body is not a whole {encoding} stream")
+
+    def json(self) -> Any:
+        """The body (decoded, see :meth:`content`) parsed as JSON, or raise ValueError (not
+        JSON, cut at the cap, or not decodable)."""
+        if self.truncated:
+            raise ValueError("body truncated at the capture cap")
+        return json.loads(self.content())
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -194,7 +241,11 @@ class HttpResponse:
             "body_len": self.body_len,
         }
         if self.record_body:
-            out["body"] = _text(self.body)
+            try:
+                body = self.content()
+            except ValueError:  # cut, or not to be undone: as it was sent
+                body = self.body
+            out["body"] = _text(body)
             out["body_truncated"] = self.truncated
         return out
 
@@ -229,6 +280,7 @@ class BodyCollector:
     def response(
         self, status: int, headers: Iterable[tuple[str, str]], settings: Settings
     ) -> HttpResponse:
+        headers = [(key.lower(), value) for key, value in headers]
         response = HttpResponse(
             status,
             settings.chosen(headers),
@@ -237,6 +289,7 @@ class BodyCollector:
             body_sha256=self._digest.hexdigest(),
             truncated=self.length > self.kept,
             record_body=settings.record_body,
+            encoding=first_header(headers, "content-encoding", ""),
         )
         settings.budget.charge(response, self.kept)
         return response
@@ -407,8 +460,14 @@ class CompareHttp:
         if live.body_sha256 == candidate.body_sha256:
             return True
         try:
-            return bool(self._body(live.json(), candidate.json()))
-        except ValueError:  # not JSON (or cut at the cap): the digests differ, so no match
+            live_body, candidate_body = live.content(), candidate.content()
+        except ValueError:  # cut at the cap, or an encoding not to be undone: digests differ
+            return False
+        if live_body == candidate_body:  # compressed differently (a gzip timestamp)
+            return True
+        try:
+            return bool(self._body(json.loads(live_body), json.loads(candidate_body)))
+        except ValueError:  # not JSON: the bodies differ, so no match
             return False
 
     def _headers(self, response: HttpResponse) -> list[tuple[str, str]]:
