@@ -638,7 +638,7 @@ class Experiment:
             compare_failed = outcome is FAILED
             if not compare_failed:
                 match, score = outcome
-        trace_id, span_id = job.trace or (None, None)
+        trace_id, span_id, trace_sampled = job.trace or (None, None, None)
         # Positional, in the field order of ShadowResult (a result per sampled call).
         result = result_of(
             self.name,  # experiment
@@ -654,6 +654,7 @@ class Experiment:
             job.context,
             trace_id,
             span_id,
+            trace_sampled,
         )
         if self._sinks_closed:  # built after close() let go of its sinks: not written
             self._drop_handed(job, "shutdown")

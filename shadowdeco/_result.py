@@ -87,6 +87,9 @@ class ShadowResult:
     context: Mapping[str, Any] | None = None
     trace_id: str | None = None
     span_id: str | None = None
+    #: whether the live span's trace was sampled (None: not traced).  Not in ``to_dict()``:
+    #: the OpenTelemetry sink gives the result span the same sampling decision.
+    trace_sampled: bool | None = None
 
     def to_dict(self, serializer: Serializer | None = None) -> dict[str, Any]:
         """The versioned JSON-ready shape (``"v": 1``) shared by every sink and the report."""

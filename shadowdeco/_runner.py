@@ -293,7 +293,7 @@ class Job:
         self.key: Any = None
         self.context: Any = None
         self.inputs: Any = None
-        self.trace: tuple[str, str] | None = None
+        self.trace: tuple[str, str, bool] | None = None  # the live span: ids, sampled
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,7 +452,11 @@ def candidate_span(job: Job) -> Any:
     live = trace.get_current_span().get_span_context()
     if not live.is_valid:
         return None
-    job.trace = (format(live.trace_id, "032x"), format(live.span_id, "016x"))
+    job.trace = (
+        format(live.trace_id, "032x"),
+        format(live.span_id, "016x"),
+        live.trace_flags.sampled,
+    )
     return _tracer.start_as_current_span(
         f"shadow {job.exp.name}",
         attributes={"shadowdeco.shadow": True, "shadowdeco.experiment": job.exp.name},

@@ -292,13 +292,15 @@ def _duration_histogram(meter: metrics.Meter) -> metrics.Histogram:
 def _live_span_context(result: ShadowResult) -> SpanContext | None:
     if not result.trace_id or not result.span_id:
         return None
-    # The ids are all that is kept of the live span: its sampled flag is assumed, so a
-    # parent-based sampler keeps the result span with the trace it belongs to.
+    # The live span's sampled flag goes with it, so a parent-based sampler keeps or drops
+    # the result span with the trace it belongs to (as it does the candidate's span).  A
+    # result built elsewhere without the flag (None) is taken as sampled.
+    sampled = result.trace_sampled is not False
     parent = SpanContext(
         trace_id=int(result.trace_id, 16),
         span_id=int(result.span_id, 16),
         is_remote=False,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
     )
     return parent if parent.is_valid else None
 

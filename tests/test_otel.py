@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
 import shadowdeco
@@ -102,6 +103,34 @@ def test_result_span_is_a_child_of_the_live_span_and_links_to_it(telemetry: Tele
     assert span.status.status_code is StatusCode.UNSET
 
 
+def test_a_live_trace_that_was_not_sampled_gets_no_result_span(telemetry: Telemetry) -> None:
+    """The result span follows its trace's sampling decision, as the candidate's span does:
+    a parent-based sampler (the SDK's default) drops it when the live span was not sampled.
+    The result keeps the live ids (for logs) and the metrics count it."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: x, name="otel-unsampled", sinks=[telemetry.sink(), memory])
+    def predict(x: int) -> int:
+        return x
+
+    unsampling = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    with unsampling.get_tracer("test").start_as_current_span("live") as live:
+        assert not live.get_span_context().trace_flags.sampled
+        assert predict(1) == 1
+    with telemetry.tracer.start_as_current_span("live, sampled"):
+        assert predict(2) == 2
+    assert predict.shadow.flush(10)
+
+    unsampled, sampled = sorted(memory.results, key=lambda r: r.live.value)
+    assert unsampled.trace_id == format(live.get_span_context().trace_id, "032x")
+    assert (unsampled.trace_sampled, sampled.trace_sampled) == (False, True)
+    (span,) = telemetry.result_spans()
+    assert span.context is not None
+    assert format(span.context.trace_id, "032x") == sampled.trace_id
+    counted = telemetry.points("shadowdeco.results", "otel-unsampled")
+    assert sum(point.value for point in counted.values()) == 2
+
+
 def test_untraced_live_call_gives_a_root_span(telemetry: Telemetry) -> None:
     """A live call outside any span gives a root result span with no link."""
     memory = sinks.Memory()
@@ -118,6 +147,7 @@ def test_untraced_live_call_gives_a_root_span(telemetry: Telemetry) -> None:
     assert not span.links
     assert attributes(span)["shadowdeco.shadow"] is True
     assert memory.results[0].trace_id is None
+    assert memory.results[0].trace_sampled is None
 
 
 def test_attributes_describe_the_result_but_hold_no_values_by_default(
