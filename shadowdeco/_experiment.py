@@ -177,6 +177,50 @@ def _copy(copier: Callable[[Any], Any], value: Any) -> Any:
     return copier(value)
 
 
+#: What ``record_inputs`` keeps of a call: ``recorder(experiment, args, kwargs)``.
+_Recorder = Callable[["Experiment", tuple[Any, ...], dict[str, Any]], dict[str, Any]]
+
+
+def _recorded_inputs(
+    exp: Experiment, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``record_inputs`` keeps of a call: a private deep copy of each argument, so that
+    every serializer meets the original objects once, when the result is written (as it meets
+    the values), and the candidate's changes to its arguments do not show.  Off the live path
+    (in :meth:`Experiment._before_run`); immutable values are kept, not copied.
+    """
+    return {
+        "args": [_recorded(exp, value) for value in args],
+        "kwargs": {name: _recorded(exp, value) for name, value in kwargs.items()},
+    }
+
+
+def _recorded(exp: Experiment, value: Any) -> Any:
+    """One argument for the record: a deep copy or, if it will not copy, its conversion by
+    :func:`to_jsonable` now (the serializer then meets that form); never raises."""
+    try:
+        return _copy(copy.deepcopy, value)
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            raise  # a Ctrl-C on the main thread (an async candidate's task) is the user's
+    except BaseException:  # noqa: BLE001, S110 - any failure to copy: converted below
+        pass
+    name = _result.type_name(value)
+    exp._warn_once(
+        f"record_inputs: an argument of type {name} could not be deep-copied; it is recorded "
+        "converted by shadowdeco.to_jsonable, and a serializer meets it in that form"
+    )
+    try:
+        return to_jsonable(value)
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            raise
+        kind, message = "KeyboardInterrupt", ""
+    except BaseException as exc:  # noqa: BLE001 - a conversion bug must not lose the result
+        kind, message = error_of(exc)
+    return {"$type": name, "$error": f"{kind}: {message}"}
+
+
 # --------------------------------------------------------------------------------------------
 # Validation: every bad option fails at decoration, naming the parameter and the value
 
@@ -330,6 +374,9 @@ class Experiment:
         if not isinstance(record_inputs, bool):
             raise TypeError(f"record_inputs must be a bool, got {record_inputs!r}")
         self.record_inputs: Final = record_inputs
+        #: what record_inputs keeps of a call's ``(exp, args, kwargs)``; the middleware keeps
+        #: its request summary instead (the request itself holds credentials)
+        self._record_of: _Recorder = _recorded_inputs
         if context is not None and not (callable(context) or isinstance(context, Mapping)):
             raise TypeError(f"context must be a mapping, a callable or None, got {context!r}")
         self._context = context
@@ -725,9 +772,9 @@ class Experiment:
             value = guard("context", self.name, context)
             job.context = None if value is FAILED else value
         if self.record_inputs:
-            # Converted now, before the candidate may change them; the serializer meets this
-            # JSON-ready form once, when the result is written (it may not be idempotent).
-            job.inputs = {"args": to_jsonable(job.args), "kwargs": to_jsonable(job.kwargs)}
+            # A snapshot now, before the candidate may change them; the serializer meets the
+            # original objects once, when the result is written (it may not be idempotent).
+            job.inputs = self._record_of(self, job.args, job.kwargs)
 
     # -- reading and ending --------------------------------------------------------------------
 

@@ -82,7 +82,9 @@ class ShadowResult:
     #: True / False, or None when not comparable (timeout, comparator error, score only).
     match: bool | None
     score: float | None = None
-    #: ``{"args": [...], "kwargs": {...}}`` when the experiment has ``record_inputs=True``.
+    #: ``{"args": [...], "kwargs": {...}}`` when the experiment has ``record_inputs=True``:
+    #: deep copies of the arguments, of their own types (converted by the serializer in
+    #: :meth:`to_dict`, like values); for the middleware, the request summary dict.
     inputs: Mapping[str, Any] | None = None
     context: Mapping[str, Any] | None = None
     trace_id: str | None = None
@@ -276,7 +278,7 @@ def _serialize(value: Any, serializer: Serializer | None) -> Any:
         return convert(value)
     except Exception as exc:  # noqa: BLE001 - a serializer bug must not lose the result
         kind, message = error_of(exc)
-        return {"$type": _type_name(value), "$error": f"{kind}: {message}"}
+        return {"$type": type_name(value), "$error": f"{kind}: {message}"}
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
@@ -378,7 +380,7 @@ def _from_object(value: Any, depth: int) -> Any:
 
 def _spelled_out(value: Any) -> dict[str, str]:
     """What to_jsonable() makes of a value it cannot convert: its type and repr."""
-    return {"$type": _type_name(value), "$repr": _safe_repr(value)}
+    return {"$type": type_name(value), "$repr": _safe_repr(value)}
 
 
 def _dumped(value: Any, dump: Callable[[], Any], depth: int) -> Any:
@@ -414,7 +416,7 @@ def _key(key: Any) -> str:
     return key if isinstance(key, str) else str(to_jsonable(key))
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     cls = type(value)
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -423,5 +425,5 @@ def _safe_repr(value: Any, limit: int = 1000) -> str:
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001 - a broken __repr__ still leaves the type on record
-        return f"<unrepresentable {_type_name(value)}>"
+        return f"<unrepresentable {type_name(value)}>"
     return text if len(text) <= limit else text[:limit] + "…"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import logging
+import threading
 from typing import Any
 
 import pytest
@@ -159,6 +162,121 @@ def test_record_inputs_keeps_the_snapshot() -> None:
     (result,) = memory.results
     assert result.inputs == {"args": [{"a": [1]}], "kwargs": {"n": 2}}
     assert result.to_dict()["inputs"] == {"args": [{"a": [1]}], "kwargs": {"n": 2}}
+
+
+class Basket:
+    """A mutable object of the user's own type."""
+
+    def __init__(self, owner: str, items: list[str]) -> None:
+        self.owner = owner
+        self.items = items
+
+
+@pytest.mark.parametrize("copy_inputs", [True, False])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["function", "method"])
+def test_recorded_inputs_are_a_snapshot_the_candidate_cannot_change(
+    kind: str, mode: str, copy_inputs: bool
+) -> None:
+    """record_inputs keeps a private deep copy of the original objects, taken before the
+    candidate runs: what the candidate does to its arguments (its own copy, or with
+    copy_inputs=False the caller's objects) does not reach the record."""
+    memory = sinks.Memory()
+
+    def candidate(basket: Basket, *, tags: dict[str, list[str]]) -> int:
+        basket.owner = "mallory"
+        basket.items.append("candidate")
+        tags["seen"].append("candidate")
+        tags.clear()
+        return len(basket.items)
+
+    def live(basket: Basket, *, tags: dict[str, list[str]]) -> int:
+        return len(basket.items)
+
+    target = build(
+        kind, mode, live, candidate, record_inputs=True, copy_inputs=copy_inputs, sinks=[memory]
+    )
+    basket, tags = Basket("ann", ["apple"]), {"seen": ["live"]}
+    assert target(basket, tags=tags) == 1
+    assert target.experiment.flush(10)
+    (result,) = memory.results
+    assert result.candidate.value == 2
+    recorded = result.inputs["args"][0]  # the instance of a method is not an input
+    assert len(result.inputs["args"]) == 1
+    assert isinstance(recorded, Basket)  # the original type, for the serializer to meet
+    assert recorded is not basket
+    assert (recorded.owner, recorded.items) == ("ann", ["apple"])
+    assert result.inputs["kwargs"] == {"tags": {"seen": ["live"]}}
+    assert result.to_dict()["inputs"]["kwargs"] == {"tags": {"seen": ["live"]}}
+    if copy_inputs:  # the candidate changed its own copy only
+        assert (basket.owner, basket.items, tags) == ("ann", ["apple"], {"seen": ["live"]})
+
+
+class NoDeepCopy:
+    """An argument that will not deep-copy (but converts)."""
+
+    def __init__(self, email: str, error: type[BaseException]) -> None:
+        self.email = email
+        self.error = error
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        raise self.error("no deep copy")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"email": self.email}
+
+
+class Hopeless(NoDeepCopy):
+    """Will not deep-copy, and to_jsonable fails on it too."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no attribute {name}")
+
+
+def test_an_argument_that_will_not_deep_copy_is_recorded_converted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An argument whose deep copy raises (anything, SystemExit too; a lock) is recorded
+    converted by to_jsonable at capture, with a warning once; the others are still recorded
+    as copies of the originals, and the result is emitted."""
+    memory = sinks.Memory()
+    seen: list[Any] = []
+
+    @shadow(
+        candidate=lambda *args, **kwargs: seen.append(args) or "v2",
+        record_inputs=True,
+        copy_inputs=False,  # else the call is not shadowed at all (a copy_failed drop)
+        sinks=[memory],
+    )
+    def predict(*args: Any, **kwargs: Any) -> str:
+        return "v1"
+
+    lock = threading.Lock()
+    exit_on_copy = NoDeepCopy("ann@example.com", SystemExit)
+    basket = Basket("bob", ["pear"])
+    with caplog.at_level(logging.WARNING, logger="shadowdeco"):
+        for _ in range(2):
+            assert predict(lock, exit_on_copy, basket, odd=Hopeless("x", TypeError)) == "v1"
+        assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.dropped_total, stats.candidate_errors) == (2, 0, 0)
+    assert len(seen) == 2
+    for result in memory.results:
+        assert result.candidate.value == "v2"
+        args, kwargs = result.inputs["args"], result.inputs["kwargs"]
+        assert args[0]["$type"] == "_thread.lock"
+        assert args[1] == {"email": "ann@example.com"}  # converted: no longer a NoDeepCopy
+        assert isinstance(args[2], Basket)
+        assert args[2] is not basket
+        assert kwargs["odd"]["$type"].endswith("Hopeless")
+        assert "RuntimeError" in kwargs["odd"]["$error"]
+        data = result.to_dict()["inputs"]
+        assert data["args"][:2] == [args[0], {"email": "ann@example.com"}]
+        assert data["args"][2] == {"$type": f"{__name__}.Basket", "$repr": repr(args[2])}
+        json.dumps(result.to_dict())
+    warnings = [r.getMessage() for r in caplog.records if "deep-cop" in r.getMessage()]
+    assert len(warnings) == 3  # once per type, not per call
+    assert any("NoDeepCopy" in w for w in warnings)
 
 
 def test_key_is_recorded_on_the_result() -> None:

@@ -907,6 +907,39 @@ def test_wsgi_result_holds_the_request_and_both_responses(memory: sinks.Memory) 
     assert mw.shadow.stats().mismatched == 1
 
 
+def test_wsgi_inputs_are_the_request_summary_met_once_by_the_serializer(
+    memory: sinks.Memory,
+) -> None:
+    """The middleware records the request's summary, not the Request (which holds every
+    header, credentials included): the serializer meets that summary once per record."""
+    mw = wsgi(echo_app, hello_app, memory)
+    headers = [("Authorization", "Bearer s3cret"), ("X-Beta", "1")]
+    call_wsgi(mw, make_environ("POST", "/predict", query="v=2", body=b"b", headers=headers))
+    assert mw.shadow.flush(10)
+    (result,) = memory.results
+    assert type(result.inputs["args"][0]) is dict  # JSON-ready, as to_dict() writes it
+    request = dict(result.inputs["args"][0])
+    headers = dict(request.pop("headers"))
+    assert request == {
+        "method": "POST",
+        "path": "/predict",
+        "query": "v=2",
+        "body_sha256": sha(b"b"),
+        "body_len": 1,
+    }
+    assert headers["x-beta"] == "1"
+    assert "authorization" not in headers
+    met: list[Any] = []
+
+    def counting(value: Any) -> Any:
+        met.append(value)
+        return shadowdeco.to_jsonable(value)
+
+    assert result.to_dict(counting)["inputs"] == result.to_dict()["inputs"] == result.inputs
+    assert [m for m in met if isinstance(m, dict) and "args" in m] == [result.inputs]
+    assert "s3cret" not in result.to_json(counting)
+
+
 def test_wsgi_record_body_puts_bodies_in_the_result(memory: sinks.Memory) -> None:
     """With record_body=True the request and both response bodies are in the result."""
     mw = wsgi(echo_app, hello_app, memory, record_body=True)

@@ -254,9 +254,9 @@ def test_the_serializer_redacts_error_messages(process_wide: bool, tmp_path: Pat
 
 
 def test_the_serializer_meets_recorded_inputs_once(tmp_path: Path) -> None:
-    """record_inputs converts the arguments when they are captured (the candidate may change
-    them after); the serializer then runs once on them, as on every other field: one that is
-    not idempotent (hashing for pseudonyms) gives the same pseudonym in inputs and values."""
+    """record_inputs keeps a snapshot of the arguments (the candidate may change them after);
+    the serializer then runs once on them, as on every other field: one that is not
+    idempotent (hashing for pseudonyms) gives the same pseudonym in inputs and values."""
 
     def pseudonym(value: Any) -> Any:
         value = to_jsonable(value)
@@ -280,6 +280,106 @@ def test_the_serializer_meets_recorded_inputs_once(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "r.jsonl").read_text())
     assert record["inputs"]["args"] == [record["live"]["value"]]
     assert record["live"]["value"] == pseudonym("ann@example.com")
+
+
+class User:
+    """A type a serializer redacts by type: its repr shows the address."""
+
+    def __init__(self, email: str) -> None:
+        self.email = email
+
+    def __repr__(self) -> str:
+        return f"User({self.email!r})"
+
+
+def redact_users(value: Any) -> Any:
+    """A serializer that redacts by type, at any depth, and converts the rest."""
+    if isinstance(value, User):
+        return "<redacted>"
+    if isinstance(value, dict):
+        return {str(k): redact_users(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_users(v) for v in value]
+    return to_jsonable(value)
+
+
+@pytest.mark.parametrize("process_wide", [True, False], ids=["configure", "sink"])
+def test_a_serializer_redacts_recorded_inputs_by_type(process_wide: bool, tmp_path: Path) -> None:
+    """Recorded inputs reach the serializer as the original objects, as values do: one that
+    redacts a class by type reaches it in args and kwargs, nested in lists and dicts, through
+    to_dict() and through a JsonLines file."""
+    if process_wide:
+        shadowdeco.configure(serializer=redact_users)
+    path = tmp_path / "r.jsonl"
+    memory = sinks.Memory()
+    jsonl = sinks.JsonLines(path, serializer=None if process_wide else redact_users)
+
+    @shadow(candidate=lambda *a, **k: "v2", record_inputs=True, sinks=[memory, jsonl])
+    def predict(*args: Any, **kwargs: Any) -> str:
+        return "v1"
+
+    ann, bob = User("ann@example.com"), User("bob@example.com")
+    predict(ann, [bob, 1], {"who": ann}, who=bob, many=[ann, {"u": bob}])
+    assert predict.shadow.flush(10)
+    expected = {
+        "args": ["<redacted>", ["<redacted>", 1], {"who": "<redacted>"}],
+        "kwargs": {"who": "<redacted>", "many": ["<redacted>", {"u": "<redacted>"}]},
+    }
+    (result,) = memory.results
+    serializer = None if process_wide else redact_users
+    assert result.to_dict(serializer)["inputs"] == expected
+    assert json.loads(result.to_json(serializer))["inputs"] == expected
+    line = path.read_text()
+    assert json.loads(line)["inputs"] == expected
+    assert "example.com" not in line
+
+
+def test_a_non_idempotent_serializer_meets_each_recorded_input_once(tmp_path: Path) -> None:
+    """A serializer that turns a type into a pseudonym (and would hash a pseudonym again) is
+    called once per field per record, inputs included, and meets the original object there:
+    the same user gets the same pseudonym in inputs, key and values."""
+    calls: list[Any] = []
+
+    def pseudonym(value: Any) -> Any:
+        if isinstance(value, User):
+            return "p:" + hashlib.sha256(value.email.encode()).hexdigest()[:8]
+        if isinstance(value, str):  # a pseudonym met again would change: not idempotent
+            return "s:" + hashlib.sha256(value.encode()).hexdigest()[:8]
+        if isinstance(value, dict):
+            return {str(k): pseudonym(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [pseudonym(v) for v in value]
+        return to_jsonable(value)
+
+    def counted(value: Any) -> Any:
+        calls.append(value)
+        return pseudonym(value)
+
+    jsonl = sinks.JsonLines(tmp_path / "r.jsonl", serializer=counted)
+    memory = sinks.Memory()
+
+    @shadow(
+        candidate=lambda user: user,
+        key=lambda user: user,
+        record_inputs=True,
+        sinks=[memory, jsonl],
+    )
+    def echo(user: User) -> User:
+        return user
+
+    echo(User("ann@example.com"))
+    assert echo.shadow.flush(10)
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    ann = pseudonym(User("ann@example.com"))
+    assert record["inputs"] == {"args": [ann], "kwargs": {}}
+    assert record["key"] == record["live"]["value"] == record["candidate"]["value"] == ann
+    # key, each arm's value, inputs: four calls, the inputs met once, whole and unconverted
+    assert len(calls) == 4
+    (inputs,) = [c for c in calls if isinstance(c, dict) and "args" in c]
+    assert isinstance(inputs["args"][0], User)
+    calls.clear()
+    assert memory.results[0].to_dict(counted) == record
+    assert len(calls) == 4
 
 
 def test_inputs_are_left_out_unless_asked(tmp_path: Path) -> None:

@@ -627,7 +627,17 @@ def make_experiment(
         record_inputs=True,
         **options,
     )
+    exp._record_of = _request_summary
     return register(exp)
+
+
+def _request_summary(
+    exp: Experiment, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """What a result records of a mirrored request: its summary (:meth:`Request.to_dict`),
+    not the :class:`Request`, which holds every header, credentials included, and the body.
+    Made once, when the mirror starts; nothing is copied (a Request is immutable)."""
+    return {"args": [request.to_dict() for request in args], "kwargs": {}}
 
 
 # --------------------------------------------------------------------------------------------
