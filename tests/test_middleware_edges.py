@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import gc
 import itertools
 import json
+import pickle
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -498,3 +500,25 @@ def test_a_bad_max_pending_bytes_names_the_parameter(value: Any) -> None:
     for kind in (ShadowWSGIMiddleware, ShadowASGIMiddleware):
         with pytest.raises(ValueError, match=rf"max_pending_bytes .*{value!r}"):
             kind(ok_app, ok_app, name=f"bad-bytes-{next(_names)}", max_pending_bytes=value)
+
+
+def test_copies_of_a_charged_body_do_not_give_its_bytes_back_twice(memory: sinks.Memory) -> None:
+    """A copy or an unpickled Request / HttpResponse holds the same body but was never
+    charged: freeing it must not take bytes off the budget (it would drift below what the
+    mirrors really hold, and the bound would loosen)."""
+    wrapped = wsgi(ok_app, ok_app, memory)
+    call_wsgi(wrapped, environ_of("POST", "/", body=b"x" * 1_000))
+    assert wrapped.shadow.flush(10)
+    [result] = memory.results
+    held = wrapped.pending_bytes
+    assert held == 2 + 2  # live's and the candidate's "ok", kept by the result
+    response = result.live.value
+    copies = [copy.copy(response), copy.deepcopy(response)]
+    copies.append(pickle.loads(pickle.dumps(response)))  # noqa: S301 - our own bytes
+    assert all(c.body == response.body and c.status == response.status for c in copies)
+    del copies, response, result
+    gc.collect()
+    assert wrapped.pending_bytes == held
+    memory.clear()
+    gc.collect()
+    assert wrapped.pending_bytes == 0

@@ -76,11 +76,30 @@ def first_header(
     return next((value for key, value in headers if key == name), default)
 
 
-class Request:
+class _Charged:
+    """A holder of a body that may be charged to a :class:`ByteBudget`: it gives the bytes
+    back when it is freed.  Copies and unpickled objects are not charged (a copy that gave
+    them back too would make the budget drift)."""
+
+    __slots__ = ("_charge",)
+    _charge: tuple[collections.deque[int], int] | None  # (the budget's deque, bytes) or None
+
+    def __del__(self) -> None:
+        ByteBudget.release(getattr(self, "_charge", None))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._charge = None
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+class Request(_Charged):
     """A mirrored request, captured before the live app saw it."""
 
     __slots__ = (
-        "_charge",
         "body",
         "headers",
         "method",
@@ -107,7 +126,7 @@ class Request:
         root: str = "",
         root_in_path: bool = True,
     ) -> None:
-        self._charge: tuple[collections.deque[int], int] | None = None  # see ByteBudget
+        self._charge = None  # see ByteBudget
         self.method = method
         self.path = path
         #: where the app is mounted (WSGI ``SCRIPT_NAME``, ASGI ``root_path``), unquoted, as
@@ -128,9 +147,6 @@ class Request:
         """The first value of header ``name`` (case-insensitive)."""
         return first_header(self.headers, name, default)
 
-    def __del__(self) -> None:
-        ByteBudget.release(self._charge)
-
     def to_dict(self) -> dict[str, Any]:
         """What the result records of the request (``inputs``): no body unless asked."""
         out: dict[str, Any] = {
@@ -150,7 +166,7 @@ class Request:
         return f"<Request {self.method} {self.path}{query} ({len(self.body)} bytes)>"
 
 
-class HttpResponse:
+class HttpResponse(_Charged):
     """One arm's answer: status, chosen headers, a digest of the body and, capped, the body.
 
     ``encoding`` is its ``Content-Encoding`` (lower case; ``""`` for none), kept even when
@@ -158,7 +174,6 @@ class HttpResponse:
     """
 
     __slots__ = (
-        "_charge",
         "body",
         "body_len",
         "body_sha256",
@@ -181,7 +196,7 @@ class HttpResponse:
         record_body: bool,
         encoding: str | None = None,
     ) -> None:
-        self._charge: tuple[collections.deque[int], int] | None = None  # see ByteBudget
+        self._charge = None  # see ByteBudget
         self.status = status
         self.headers = tuple((k.lower(), v) for k, v in headers)
         if encoding is None:
@@ -196,9 +211,6 @@ class HttpResponse:
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (case-insensitive)."""
         return first_header(self.headers, name, default)
-
-    def __del__(self) -> None:
-        ByteBudget.release(self._charge)
 
     def content(self) -> bytes:
         """The body as the app made it: a gzip or deflate ``Content-Encoding`` undone.
