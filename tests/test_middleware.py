@@ -1936,6 +1936,54 @@ def test_compare_http_compares_gzip_bodies_decoded() -> None:
     assert compare_http()(html, response(headers=GZIP, body=gzipped(b"<p>b</p>", 2))) is False
 
 
+def test_compare_http_reads_every_gzip_member() -> None:
+    """A gzip body may hold several members (a streamed response compressed in parts): the
+    decoded body is all of them, as a client reads it."""
+    live = response(headers=GZIP, body=gzipped(b'{"a": 1, ', 1) + gzipped(b'"b": 2}', 1))
+    cand = response(headers=GZIP, body=gzipped(b'{"b": 2, "a": 1}', 2))
+    assert live.content() == b'{"a": 1, "b": 2}'
+    assert compare_http()(live, cand) is True
+
+
+def test_compare_http_decodes_only_up_to_the_response_cap(memory: sinks.Memory) -> None:
+    """A compressed body is decoded up to max_response_body, like the bytes kept of any
+    body: past it, it compares by digest, and the record_body text is the body as sent."""
+    moments = itertools.count(1)
+    big = json.dumps({"values": [0] * 5_000}).encode()  # 15 kB of JSON, ~100 B gzipped
+
+    def gzip_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json"), *GZIP])
+        return [gzipped(big, next(moments))]
+
+    mw = wsgi(gzip_app, gzip_app, memory, max_response_body=4_096, record_body=True)
+    call_wsgi(mw, make_environ())
+    assert mw.shadow.flush(10)
+    [result] = memory.results
+    assert result.match is False  # not decoded: the gzip timestamps differ
+    recorded = result.to_dict()["live"]["value"]
+    assert len(recorded["body"]) < 4_096
+    assert recorded["body_truncated"] is False
+
+
+def test_a_header_value_that_is_not_a_string_does_not_reach_the_caller(
+    memory: sinks.Memory,
+) -> None:
+    """A lenient server (werkzeug's test client) lets an app send a header value that is not
+    a string: the caller gets what it gets without the middleware, and the sample is
+    settled."""
+
+    def odd_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Encoding", 5), ("X-Odd", 7)])
+        return [b"ok"]
+
+    mw = wsgi(odd_app, odd_app, memory)
+    call = call_wsgi(mw, make_environ())
+    assert call.chunks == [b"ok"]
+    assert mw.shadow.flush(10)
+    stats = mw.shadow.stats()
+    assert stats.sampled == stats.emitted + sum(stats.dropped.values()) == 1
+
+
 @pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS], ids=["zlib", "raw"])
 def test_compare_http_decodes_deflate_either_way_it_is_sent(wbits: int) -> None:
     def deflated(data: bytes, level: int) -> bytes:
@@ -1961,6 +2009,25 @@ def test_compare_http_does_not_decode_what_it_cannot_trust() -> None:
         return compare_http()(live, cand)
 
     assert pair(gzipped(data, 1), gzipped(data, 2), cut=True) is False
+    # Bodies cut at the cap that agree up to it, but differ past it (their digests cover the
+    # whole bodies): not a match.
+    for encoding in ("identity", ""):
+        live, cand = (
+            response(headers=[("Content-Encoding", encoding)], body=b"same prefix")
+            for _ in range(2)
+        )
+        live.truncated = cand.truncated = True
+        live.body_sha256, cand.body_sha256 = (
+            sha(b"same prefix, then a"),
+            sha(b"same prefix, then b"),
+        )
+        assert compare_http()(live, cand) is False
+    # A second gzip member is part of the body; anything after a deflate stream is garbage.
+    two_members = gzipped(data, 1) + gzipped(b'{"z": 2}', 1)
+    assert pair(gzipped(data, 2), two_members) is False
+    assert pair(gzipped(data, 1) + b"junk", gzipped(data, 2)) is False
+    deflated = zlib.compress(data)
+    assert pair(deflated + deflated, zlib.compress(data, 1), encoding="deflate") is False
     assert pair(gzipped(data, 1)[:-4], gzipped(data, 2)[:-4]) is False  # no trailer
     assert pair(b"not gzip", b"not gzip either") is False
     assert pair(b"\x00br", b"\x01br", encoding="br") is False

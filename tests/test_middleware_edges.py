@@ -9,10 +9,15 @@ import copy
 import gc
 import itertools
 import json
+import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import fastapi
@@ -23,7 +28,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 import shadowdeco
 from shadowdeco import sinks
-from shadowdeco.middleware import ShadowASGIMiddleware, ShadowWSGIMiddleware
+from shadowdeco.middleware import HttpResponse, ShadowASGIMiddleware, ShadowWSGIMiddleware
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 in its TestClient; the httpx we have works the same.
@@ -522,3 +527,108 @@ def test_copies_of_a_charged_body_do_not_give_its_bytes_back_twice(memory: sinks
     memory.clear()
     gc.collect()
     assert wrapped.pending_bytes == 0
+
+
+def test_requests_without_a_body_stop_being_mirrored_when_the_bound_is_reached(
+    memory: sinks.Memory,
+) -> None:
+    """GETs hold no request body, but their live responses are kept for comparison: once the
+    responses held reach max_pending_bytes, a GET is not mirrored either."""
+
+    def hundred(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"h" * 100]
+
+    candidate = HeldCandidate()
+    wrapped = wsgi(hundred, candidate, memory, max_concurrency=1, max_pending_bytes=250)
+    for _ in range(10):
+        assert call_wsgi(wrapped, environ_of("GET", "/")).chunks == [b"h" * 100]
+    stats = adds_up(wrapped.shadow)
+    assert stats.dropped == {"bytes_full": 7}  # 0, 100 and 200 held: admitted; 300: full
+    assert wrapped.pending_bytes == 300
+    candidate.release.set()
+    assert wrapped.shadow.flush(10)
+
+
+def test_middlewares_sharing_an_experiment_share_its_byte_budget(memory: sinks.Memory) -> None:
+    """An app factory that builds the middleware twice gets one experiment: the second
+    middleware's mirrors count against the same bound as the first's."""
+    first = ShadowWSGIMiddleware(ok_app, ok_app, name="bytes-shared", sinks=[memory])
+    second = ShadowWSGIMiddleware(ok_app, ok_app, name="bytes-shared", sinks=[memory])
+    assert first.shadow is second.shadow
+    call_wsgi(second, environ_of("POST", "/", body=b"x" * 1_000))
+    assert second.shadow.flush(10)
+    assert first.pending_bytes == second.pending_bytes == 2 + 2  # both "ok"s, in Memory
+
+
+def test_a_forked_child_starts_with_an_empty_byte_budget(tmp_path: Any) -> None:
+    """The parent's pending mirrors are counted as fork in the child, and their bytes are not
+    held against it; the budget's lock, held by a parent thread at fork, does not deadlock."""
+    script = tmp_path / "fork_budget.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import io, os, signal, threading, warnings
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+            from shadowdeco import sinks
+            from shadowdeco.middleware import ShadowWSGIMiddleware
+
+            release = threading.Event()
+
+            def app(environ, start_response):
+                start_response("200 OK", [])
+                return [b"ok"]
+
+            def held(environ, start_response):
+                release.wait(30)
+                return app(environ, start_response)
+
+            def post(wrapped, size):
+                environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": str(size),
+                           "wsgi.input": io.BytesIO(b"x" * size), "SERVER_NAME": "t",
+                           "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+                return b"".join(wrapped(environ, lambda *a: None))
+
+            memory = sinks.Memory()
+            wrapped = ShadowWSGIMiddleware(app, held, name="fork-bytes", sinks=[memory],
+                                           max_pending_bytes=4_000)
+            post(wrapped, 3_000)  # running in the parent, holding 3,002 bytes
+            budget = wrapped.settings.budget
+            holder = threading.Thread(target=budget._lock.acquire)
+            holder.start(); holder.join()  # a parent thread holds the lock at fork
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(20)  # a deadlock ends the child, not the test run
+                release.set()  # the child's own candidates answer
+                ok = wrapped.pending_bytes == 0
+                ok = ok and post(wrapped, 3_000) == b"ok" and wrapped.shadow.flush(10)
+                stats = wrapped.shadow.stats()
+                ok = ok and dict(stats.dropped) == {"fork": 1} and stats.emitted == 1
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            budget._lock.release()
+            release.set()
+            print(os.waitstatus_to_exitcode(status), wrapped.shadow.flush(10))
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "True"]
+
+
+def test_copies_of_a_subclass_keep_every_attribute() -> None:
+    class Tagged(HttpResponse):
+        __slots__ = ("tag",)
+
+    tagged = Tagged(200, [], b"x", body_len=1, body_sha256="", truncated=False, record_body=False)
+    tagged.tag = "t"
+    for twin in (copy.copy(tagged), copy.deepcopy(tagged)):
+        assert (twin.status, twin.body, twin.tag) == (200, b"x", "t")

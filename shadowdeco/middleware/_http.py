@@ -15,17 +15,19 @@ import hashlib
 import http.client
 import json
 import math
+import os
 import random
 import select
 import threading
 import urllib.parse
+import weakref
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import compare as _compare
 from .._experiment import Experiment, register
-from .._runner import Job
+from .._runner import Job, log_failure
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -54,8 +56,9 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-#: How many bytes a compressed response body may inflate to for comparison; past it (a "zip
-#: bomb", or simply a large answer) the body is compared by digest.
+#: How many bytes a compressed response body may inflate to for comparison, unless its
+#: capture cap says otherwise (the middleware's own responses: ``max_response_body``); past
+#: it (a "zip bomb", or simply a large answer) the body is compared by digest.
 DECODED_LIMIT = 16 << 20
 #: The Content-Encodings compare_http undoes, and zlib's window bits for each ("deflate" is
 #: zlib-wrapped by the standard, raw in some servers: both are tried).
@@ -88,7 +91,13 @@ class _Charged:
         ByteBudget.release(getattr(self, "_charge", None))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in type(self).__slots__}
+        state = dict(getattr(self, "__dict__", {}))
+        for cls in type(self).__mro__:  # a subclass's slots too
+            slots = cls.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name not in ("_charge", "__dict__", "__weakref__") and hasattr(self, name):
+                    state[name] = getattr(self, name)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._charge = None
@@ -170,13 +179,15 @@ class HttpResponse(_Charged):
     """One arm's answer: status, chosen headers, a digest of the body and, capped, the body.
 
     ``encoding`` is its ``Content-Encoding`` (lower case; ``""`` for none), kept even when
-    ``headers`` leaves the header out; None takes it from ``headers``.
+    ``headers`` leaves the header out; None takes it from ``headers``.  ``decoded_limit``
+    bounds what :meth:`content` inflates a compressed body to.
     """
 
     __slots__ = (
         "body",
         "body_len",
         "body_sha256",
+        "decoded_limit",
         "encoding",
         "headers",
         "record_body",
@@ -195,13 +206,16 @@ class HttpResponse(_Charged):
         truncated: bool,
         record_body: bool,
         encoding: str | None = None,
+        decoded_limit: int = DECODED_LIMIT,
     ) -> None:
         self._charge = None  # see ByteBudget
         self.status = status
         self.headers = tuple((k.lower(), v) for k, v in headers)
         if encoding is None:
-            encoding = self.header("content-encoding", "") or ""
-        self.encoding = encoding.strip().lower()
+            encoding = self.header("content-encoding", "")
+        # Not a string: a lenient server let the app send it; it is no encoding we undo.
+        self.encoding = encoding.strip().lower() if isinstance(encoding, str) else "?"
+        self.decoded_limit = decoded_limit
         self.body = body  # up to the cap, for comparison
         self.body_len = body_len
         self.body_sha256 = body_sha256
@@ -216,26 +230,21 @@ class HttpResponse(_Charged):
         """The body as the app made it: a gzip or deflate ``Content-Encoding`` undone.
 
         Raises ValueError when that cannot be trusted: the body was cut at the capture cap,
-        the encoding is another one, the stream is corrupt or incomplete, or it would
-        inflate past :data:`DECODED_LIMIT` bytes.
+        the encoding is another one, the stream is corrupt, incomplete or followed by other
+        bytes, or it would inflate past ``decoded_limit`` bytes.
         """
+        if self.truncated:
+            raise ValueError("body truncated at the capture cap")
         encoding = self.encoding
         if encoding in ("", "identity"):
             return self.body
-        if self.truncated:
-            raise ValueError("body truncated at the capture cap")
         if encoding not in _DECODINGS:
             raise ValueError(f"cannot decode Content-Encoding {encoding!r}")
         for wbits in _DECODINGS[encoding]:
-            inflater = zlib.decompressobj(wbits)
             try:
-                data = inflater.decompress(self.body, DECODED_LIMIT)
+                return _inflate(self.body, wbits, self.decoded_limit, members=encoding != "deflate")
             except zlib.error:
                 continue
-            if inflater.unconsumed_tail:
-                raise ValueError(f"body inflates past {DECODED_LIMIT} bytes")
-            if inflater.eof:
-                return data
         raise ValueError(f"body is not a whole {encoding} stream")
 
     def json(self) -> Any:
@@ -263,6 +272,28 @@ class HttpResponse(_Charged):
 
     def __repr__(self) -> str:
         return f"<HttpResponse {self.status} ({self.body_len} bytes)>"
+
+
+def _inflate(data: bytes, wbits: int, limit: int, *, members: bool) -> bytes:
+    """``data`` inflated: one stream, or (``members``: gzip) one member after another, as a
+    client reads them.  zlib.error if it is not whole; ValueError past ``limit`` bytes."""
+    out: list[bytes] = []
+    size = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        # One byte more than the room left: never 0 (no limit, to zlib), and shows passing it.
+        chunk = inflater.decompress(data, limit - size + 1)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"body inflates past {limit} bytes")
+        if not inflater.eof:
+            raise zlib.error("incomplete stream")
+        out.append(chunk)
+        data = inflater.unused_data
+        if not data:
+            return b"".join(out)
+        if not members:
+            raise zlib.error("data after the stream")
 
 
 def _text(body: bytes) -> str:
@@ -302,6 +333,7 @@ class BodyCollector:
             truncated=self.length > self.kept,
             record_body=settings.record_body,
             encoding=first_header(headers, "content-encoding", ""),
+            decoded_limit=self.cap,
         )
         settings.budget.charge(response, self.kept)
         return response
@@ -322,6 +354,13 @@ class ByteBudget:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self._start()
+        _budgets.add(self)
+
+    def _start(self) -> None:
+        """Empty: at construction, and in a forked child, where the parent's mirrors are
+        counted as ``fork`` (their charges go to the deque left behind) and the lock may
+        have been held by a parent thread."""
         self._held = 0  # folded; under _lock
         self._changes: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
@@ -343,13 +382,13 @@ class ByteBudget:
     def reserve(self, request: Request) -> bool:
         """Charge ``request``'s body if it fits in the budget (live path); False if not."""
         size = len(request.body)
-        if not size:
-            return True
         with self._lock:
-            if self._fold_locked() + size > self.limit:
+            # A request without a body still has its live response kept: it needs room too.
+            if self._fold_locked() + max(size, 1) > self.limit:
                 return False
             self._held += size
-        request._charge = (self._changes, size)
+        if size:
+            request._charge = (self._changes, size)
         return True
 
     def charge(self, response: HttpResponse, size: int) -> None:
@@ -363,6 +402,20 @@ class ByteBudget:
         """Give back what a freed body holder was charged."""
         if charge is not None:
             charge[0].append(-charge[1])
+
+
+_budgets: weakref.WeakSet[ByteBudget] = weakref.WeakSet()
+#: The budget of each middleware experiment: middlewares that share one share it too.
+_experiment_budgets: weakref.WeakKeyDictionary[Experiment, ByteBudget] = weakref.WeakKeyDictionary()
+
+
+def _after_fork_in_child() -> None:
+    for budget in list(_budgets):
+        budget._start()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LiveResponse:
@@ -392,9 +445,14 @@ class LiveResponse:
         self._finished = True
         if error is not None:
             self._exp._submit(self._job, None, error, self._loop)
-        else:
+            return
+        try:  # on the live path: whatever the app sent, nothing of ours may reach the caller
             response = self.body.response(self.status, self.headers, self._settings)
-            self._exp._submit(self._job, response, None, self._loop)
+        except Exception:  # noqa: BLE001 - e.g. a header name that is not a string
+            log_failure("summarising the live response (not shadowed)", self._exp.name)
+            self._exp._abandon(self._job, "internal_error")
+            return
+        self._exp._submit(self._job, response, None, self._loop)
 
     def abandon(self, reason: str) -> None:
         if not self._finished:
@@ -830,6 +888,9 @@ class Mirror:
             options={"timeout": timeout, **options},
         )
         exp._make_candidate = lambda value: make_candidate(value, exp.timeout)
+        # One bound per experiment: an app factory's second middleware of the same name
+        # admits against the budget its shared candidate charges.
+        self.settings.budget = _experiment_budgets.setdefault(exp, self.settings.budget)
 
     @property
     def pending_bytes(self) -> int:
