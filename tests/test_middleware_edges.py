@@ -632,3 +632,53 @@ def test_copies_of_a_subclass_keep_every_attribute() -> None:
     tagged.tag = "t"
     for twin in (copy.copy(tagged), copy.deepcopy(tagged)):
         assert (twin.status, twin.body, twin.tag) == (200, b"x", "t")
+
+
+def test_what_a_lenient_server_takes_from_the_app_never_fails_the_caller(
+    memory: sinks.Memory,
+) -> None:
+    """An app's response that breaks the spec but that its server (or test client) takes
+    anyway: the caller gets what it gets without the middleware; a sample we cannot
+    summarise is counted as internal_error, not recorded as a comparison of our own errors."""
+
+    def no_code(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    def text_write(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])("not bytes")
+        return []
+
+    for app in (no_code, text_write):
+        wrapped = wsgi(app, app, memory)
+        call_wsgi(wrapped, environ_of("GET", "/"))
+        assert wrapped.shadow.flush(10)
+        assert adds_up(wrapped.shadow).dropped == {"internal_error": 1}, app
+
+    async def text_headers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [("x-odd", "s")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped_asgi = asgi(text_headers, text_headers, memory)
+    client = AsgiClient(body_messages(b""))
+    serve(wrapped_asgi, http_scope("GET", "/"), client.receive, client.send)
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+    assert adds_up(wrapped_asgi.shadow).emitted == 1  # text headers are read as they are
+    assert [r.live.value.header("x-odd") for r in memory.results] == ["s"]
+
+
+def test_copies_of_a_subclass_keep_its_private_slots() -> None:
+    class Private(HttpResponse):
+        __slots__ = ("__tag",)
+
+        def __init__(self) -> None:
+            super().__init__(
+                200, [], b"", body_len=0, body_sha256="", truncated=False, record_body=False
+            )
+            self.__tag = "s"
+
+        def tag(self) -> str:
+            return self.__tag
+
+    for twin in (copy.copy(Private()), copy.deepcopy(Private())):
+        assert twin.tag() == "s"

@@ -56,9 +56,9 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-#: How many bytes a compressed response body may inflate to for comparison, unless its
-#: capture cap says otherwise (the middleware's own responses: ``max_response_body``); past
-#: it (a "zip bomb", or simply a large answer) the body is compared by digest.
+#: How many bytes a compressed response body may inflate to for comparison; past it (a "zip
+#: bomb", or simply a large answer) the body is compared by digest.  The text ``record_body``
+#: puts in results is decoded only within the capture cap (``max_response_body``).
 DECODED_LIMIT = 16 << 20
 #: The Content-Encodings compare_http undoes, and zlib's window bits for each ("deflate" is
 #: zlib-wrapped by the standard, raw in some servers: both are tried).
@@ -94,8 +94,12 @@ class _Charged:
         state = dict(getattr(self, "__dict__", {}))
         for cls in type(self).__mro__:  # a subclass's slots too
             slots = cls.__dict__.get("__slots__", ())
-            for name in (slots,) if isinstance(slots, str) else slots:
-                if name not in ("_charge", "__dict__", "__weakref__") and hasattr(self, name):
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if slot in ("_charge", "__dict__", "__weakref__"):
+                    continue
+                private = slot.startswith("__") and not slot.endswith("__")
+                name = f"_{cls.__name__.lstrip('_')}{slot}" if private else slot  # mangled
+                if hasattr(self, name):
                     state[name] = getattr(self, name)
         return state
 
@@ -179,15 +183,15 @@ class HttpResponse(_Charged):
     """One arm's answer: status, chosen headers, a digest of the body and, capped, the body.
 
     ``encoding`` is its ``Content-Encoding`` (lower case; ``""`` for none), kept even when
-    ``headers`` leaves the header out; None takes it from ``headers``.  ``decoded_limit``
-    bounds what :meth:`content` inflates a compressed body to.
+    ``headers`` leaves the header out; None takes it from ``headers``.  ``cap`` is the
+    capture cap: the ``record_body`` text is decoded only if it fits in it.
     """
 
     __slots__ = (
         "body",
         "body_len",
         "body_sha256",
-        "decoded_limit",
+        "cap",
         "encoding",
         "headers",
         "record_body",
@@ -206,7 +210,7 @@ class HttpResponse(_Charged):
         truncated: bool,
         record_body: bool,
         encoding: str | None = None,
-        decoded_limit: int = DECODED_LIMIT,
+        cap: int = DECODED_LIMIT,
     ) -> None:
         self._charge = None  # see ByteBudget
         self.status = status
@@ -215,7 +219,7 @@ class HttpResponse(_Charged):
             encoding = self.header("content-encoding", "")
         # Not a string: a lenient server let the app send it; it is no encoding we undo.
         self.encoding = encoding.strip().lower() if isinstance(encoding, str) else "?"
-        self.decoded_limit = decoded_limit
+        self.cap = cap
         self.body = body  # up to the cap, for comparison
         self.body_len = body_len
         self.body_sha256 = body_sha256
@@ -226,12 +230,12 @@ class HttpResponse(_Charged):
         """The first value of header ``name`` (case-insensitive)."""
         return first_header(self.headers, name, default)
 
-    def content(self) -> bytes:
+    def content(self, limit: int = DECODED_LIMIT) -> bytes:
         """The body as the app made it: a gzip or deflate ``Content-Encoding`` undone.
 
         Raises ValueError when that cannot be trusted: the body was cut at the capture cap,
         the encoding is another one, the stream is corrupt, incomplete or followed by other
-        bytes, or it would inflate past ``decoded_limit`` bytes.
+        bytes, or it would inflate past ``limit`` bytes.
         """
         if self.truncated:
             raise ValueError("body truncated at the capture cap")
@@ -242,7 +246,7 @@ class HttpResponse(_Charged):
             raise ValueError(f"cannot decode Content-Encoding {encoding!r}")
         for wbits in _DECODINGS[encoding]:
             try:
-                return _inflate(self.body, wbits, self.decoded_limit, members=encoding != "deflate")
+                return _inflate(self.body, wbits, limit, members=encoding != "deflate")
             except zlib.error:
                 continue
         raise ValueError(f"body is not a whole {encoding} stream")
@@ -263,8 +267,8 @@ class HttpResponse(_Charged):
         }
         if self.record_body:
             try:
-                body = self.content()
-            except ValueError:  # cut, or not to be undone: as it was sent
+                body = self.content(self.cap)  # within the cap, as any recorded body
+            except ValueError:  # cut, too large or not to be undone: as it was sent
                 body = self.body
             out["body"] = _text(body)
             out["body_truncated"] = self.truncated
@@ -294,6 +298,11 @@ def _inflate(data: bytes, wbits: int, limit: int, *, members: bool) -> bytes:
             return b"".join(out)
         if not members:
             raise zlib.error("data after the stream")
+
+
+def _str(value: Any) -> str:
+    """A header name or value as text: an ASGI app sends bytes (latin-1)."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _text(body: bytes) -> str:
@@ -333,7 +342,7 @@ class BodyCollector:
             truncated=self.length > self.kept,
             record_body=settings.record_body,
             encoding=first_header(headers, "content-encoding", ""),
-            decoded_limit=self.cap,
+            cap=self.cap,
         )
         settings.budget.charge(response, self.kept)
         return response
@@ -434,8 +443,8 @@ class LiveResponse:
         self._job = job
         self._settings = settings
         self._loop = loop
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
+        self.status: int | str = 0  # a WSGI status line is parsed in finish()
+        self.headers: list[tuple[Any, Any]] = []  # str pairs, or an ASGI app's bytes
         self.body = BodyCollector(settings.max_response_body)
         self._finished = False
 
@@ -447,12 +456,30 @@ class LiveResponse:
             self._exp._submit(self._job, None, error, self._loop)
             return
         try:  # on the live path: whatever the app sent, nothing of ours may reach the caller
-            response = self.body.response(self.status, self.headers, self._settings)
+            status = self.status
+            if isinstance(status, str):  # "200 OK"
+                status = int(status.split(" ", 1)[0])
+            headers = [(_str(key), _str(value)) for key, value in self.headers]
+            response = self.body.response(status, headers, self._settings)
         except Exception:  # noqa: BLE001 - e.g. a header name that is not a string
-            log_failure("summarising the live response (not shadowed)", self._exp.name)
-            self._exp._abandon(self._job, "internal_error")
+            self._failed()
             return
         self._exp._submit(self._job, response, None, self._loop)
+
+    def note(self, bookkeeping: Callable[[], None]) -> None:
+        """Run our bookkeeping of what the app sent, after the server took it: if it fails
+        (a lenient server took what the spec does not allow), the caller never knows."""
+        try:
+            bookkeeping()
+        except Exception:  # noqa: BLE001 - e.g. a body chunk that is not bytes
+            if not self._finished:
+                self._finished = True
+                self._failed()
+
+    def _failed(self) -> None:
+        """Our summary of the live response failed: not shadowed, counted."""
+        log_failure("summarising the live response (not shadowed)", self._exp.name)
+        self._exp._abandon(self._job, "internal_error")
 
     def abandon(self, reason: str) -> None:
         if not self._finished:

@@ -264,12 +264,13 @@ class _Response(LiveResponse):
         except BaseException:  # the client is gone: what it got is no whole response
             self.abandon("incomplete_response")
             raise
+        self.note(lambda: self._observe(message))
+
+    def _observe(self, message: Message) -> None:
         kind = message.get("type")
         if kind == "http.response.start":
             self.status = message["status"]
-            self.headers = [
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())
-            ]
+            self.headers = list(message.get("headers", ()))  # decoded in finish()
         elif kind == "http.response.body":
             self.body.add(message.get("body", b""))
             if not message.get("more_body", False):

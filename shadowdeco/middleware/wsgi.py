@@ -260,13 +260,14 @@ class _Response(LiveResponse):
         self._start_response = start_response
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-        self.status = int(status.split(" ", 1)[0])
-        self.headers = list(headers)
-        write = self._start_response(status, headers, *exc_info)
+        write = self._start_response(status, headers, *exc_info)  # the server's checks first
+        self.status = status  # parsed when the response is complete (finish)
+        self.note(lambda: setattr(self, "headers", list(headers)))
 
         def tee_write(data: bytes) -> Any:  # the legacy write() path, observed too
-            self.body.add(data)
-            return write(data)
+            written = write(data)
+            self.note(lambda: self.body.add(data))
+            return written
 
         return tee_write
 
