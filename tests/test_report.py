@@ -1146,3 +1146,110 @@ def test_the_scikit_learn_demo_reports_both_accuracies(tmp_path: Path) -> None:
     assert "accuracy against the true labels: v1 (live) 0.9" in proc.stdout
     assert "scikit-learn's accuracy_score agrees" in proc.stdout
     assert 'class="chart agreement"' in page.read_text()
+
+
+# -- reading: backups compressed midway, restarts, stdin, what a sink missed -----------------
+
+
+def test_a_backup_both_plain_and_gzipped_is_read_once(tmp_path: Path) -> None:
+    """While logrotate's ``compress`` runs (or after one left its input behind), FILE.1 and
+    FILE.1.gz hold the same lines: the plain file is read, the other not."""
+    write(tmp_path / "a.jsonl", [result(i) for i in range(3)])
+    write(tmp_path / "a.jsonl.1", [result(i) for i in range(3, 6)])
+    with gzip.open(tmp_path / "a.jsonl.1.gz", "wt") as handle:
+        handle.write("".join(json.dumps(result(i)) + "\n" for i in range(3, 5)))  # cut short
+    rep = build(tmp_path / "a.jsonl")
+    assert [f.path for f in rep.files] == [str(tmp_path / "a.jsonl.1"), str(tmp_path / "a.jsonl")]
+    assert only(rep).counts.results == 6
+
+
+def test_stats_lines_of_a_restarted_process_with_the_same_pid_add_up(tmp_path: Path) -> None:
+    """A container restarted runs as the same pid on the same host: each lifetime's counters
+    count (the process tag names the lifetime, not only host:pid)."""
+    tag = (
+        "import os; os.getpid = lambda: 1; from shadowdeco import report; "
+        "print(report.stats_record('exp', report.Stats(*[0] * 13))['process'])"
+    )
+
+    def lifetime() -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", tag],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        return proc.stdout.strip()
+
+    first, restarted = lifetime(), lifetime()
+    assert first.split(":")[1] == restarted.split(":")[1] == "1"
+    lines = [
+        {
+            **report.stats_record("exp", _stats(sampled=500, emitted=400, dropped=100)),
+            "process": first,
+        },
+        {
+            **report.stats_record("exp", _stats(sampled=300, emitted=250, dropped=50)),
+            "process": restarted,
+        },
+        result(0),
+    ]
+    counts = only(build(write(tmp_path / "s.jsonl", lines))).counts
+    assert (counts.sampled, counts.emitted) == (800, 650)
+
+
+def _stats(*, sampled: int, emitted: int, dropped: int) -> shadowdeco.Stats:
+    return shadowdeco.Stats(
+        sampled=sampled,
+        skipped=0,
+        emitted=emitted,
+        dropped={"queue_full": dropped},
+        in_flight=0,
+        matched=emitted,
+        mismatched=0,
+        candidate_errors=0,
+        timeouts=0,
+        sink_errors=0,
+        sink_drops={"JsonLines('/x')": 30},
+        compare_errors=0,
+        sampler_errors=0,
+    )
+
+
+def test_results_a_sink_missed_are_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """emitted counts results handed to every sink; one that fell behind missed some, and
+    the log is short by that many: the report says so (text, JSON)."""
+    line = report.stats_record("exp", _stats(sampled=100, emitted=90, dropped=10))
+    path = write(tmp_path / "s.jsonl", [line, *(result(i) for i in range(60))])
+    counts = only(build(path)).counts
+    assert counts.sink_drops == {"JsonLines('/x')": 30}
+    _, out, _ = cli(capsys, path)
+    assert "30 missed by a sink" in out, out
+    _, out, _ = cli(capsys, path, "--json")
+    assert json.loads(out)["experiments"]["exp"]["counts"]["sink_drops"] == {"JsonLines('/x')": 30}
+
+
+def test_a_gzipped_log_on_stdin_is_read(tmp_path: Path) -> None:
+    data = gzip.compress("".join(json.dumps(result(i)) + "\n" for i in range(4)).encode())
+    proc = subprocess.run(
+        [sys.executable, "-m", "shadowdeco", "report", "-", "--json"],
+        input=data,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"] == 4
+
+
+def test_a_flat_sparkline_sits_at_its_level() -> None:
+    """All values equal: the line shows where they are on the 0-1 scale, not full blocks."""
+    from shadowdeco.report._format import SPARKS, spark
+
+    assert spark([0.0, 0.0], 0.0, 0.0) == SPARKS[0] * 2
+    assert spark([1.0, 1.0], 1.0, 1.0) == SPARKS[-1] * 2
+    assert spark([0.5, None], 0.5, 0.5) == SPARKS[len(SPARKS) // 2] + " "

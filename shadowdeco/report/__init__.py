@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
+import random
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -162,6 +163,11 @@ def _moment(value: Moment, name: str) -> float | None:
         raise ValueError(f"{name}: {exc}") from None
 
 
+#: Tells apart the lifetimes of processes that share a host and pid (a container restarted
+#: runs as pid 1 again): a process's counters start from zero in each.
+_LIFETIME = f"{random.getrandbits(32):08x}"
+
+
 def stats_record(source: _Experiment | str, stats: Stats | None = None) -> dict[str, Any]:
     """A ``"kind": "stats"`` record of an experiment's counters, for the report to read.
 
@@ -191,6 +197,6 @@ def stats_record(source: _Experiment | str, stats: Stats | None = None) -> dict[
         "kind": "stats",
         "experiment": name,
         "at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "process": f"{socket.gethostname()}:{os.getpid()}",
+        "process": f"{socket.gethostname()}:{os.getpid()}:{_LIFETIME}",
         **counters,
     }

@@ -453,7 +453,8 @@ def _stats_line(
 ) -> None:
     """Keep the latest ``stats()`` snapshot per experiment and process.
 
-    A process is named by the line's ``process`` (``host:pid`` from :func:`stats_record`);
+    A process is named by the line's ``process`` (``host:pid:lifetime`` from
+    :func:`stats_record`; older lines: ``host:pid``);
     lines without one are told apart by the file they are in (a backup counts as its file).
 
     The counters only grow, so the snapshot with the most ``sampled`` is the latest, whatever
@@ -476,12 +477,13 @@ def _stats_line(
         for field in _STATS_FIELDS
         if isinstance(value := record.get(field), int) and not isinstance(value, bool)
     }
-    dropped = record.get("dropped")
-    snapshot["dropped"] = (
-        {str(k): v for k, v in dropped.items() if isinstance(v, int)}
-        if isinstance(dropped, dict)
-        else {}
-    )
+    for field in ("dropped", "sink_drops"):
+        by_name = record.get(field)
+        snapshot[field] = (
+            {str(k): v for k, v in by_name.items() if isinstance(v, int)}
+            if isinstance(by_name, dict)
+            else {}
+        )
     snapshots[group] = snapshot
 
 
@@ -492,9 +494,12 @@ def _counts(
     if not mine:
         return Counts(results, "log", 0, None, None, None, None, None, None)
     dropped: dict[str, int] = {}
+    sink_drops: dict[str, int] = {}
     for snap in mine:
         for reason, n in snap["dropped"].items():
             dropped[reason] = dropped.get(reason, 0) + n
+        for sink, n in snap["sink_drops"].items():
+            sink_drops[sink] = sink_drops.get(sink, 0) + n
     total = {field: sum(snap.get(field, 0) for snap in mine) for field in _STATS_FIELDS}
     return Counts(
         results=results,
@@ -506,6 +511,7 @@ def _counts(
         dropped=dict(sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
         in_flight=total["in_flight"],
         sink_errors=total["sink_errors"],
+        sink_drops=dict(sorted(sink_drops.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
 
 

@@ -173,8 +173,9 @@ def spark(values: Sequence[float | None], low: float, high: float) -> str:
     for value in values:
         if value is None:
             out.append(" ")
-        elif span <= 0:
-            out.append(SPARKS[-1])
+        elif span <= 0:  # all alike: their level on the 0-1 scale (rates, shares)
+            level = round(min(max(value, 0.0), 1.0) * (len(SPARKS) - 1))
+            out.append(SPARKS[level])
         else:
             level = round((value - low) / span * (len(SPARKS) - 1))
             out.append(SPARKS[min(max(level, 0), len(SPARKS) - 1)])

@@ -238,8 +238,10 @@ def _engineering(exp: Experiment) -> str:
     if c.source == "stats":
         dropped = dict(c.dropped or {})
         reasons = ", ".join(f"{escape(k)} {count(v)}" for k, v in dropped.items()) or "none"
+        missed = dict(c.sink_drops or {})
+        sinks = ", ".join(f"{escape(k)} {count(v)}" for k, v in missed.items()) or "none"
         counts = _table(
-            ["sampled", "emitted", "dropped", "in flight", "sink errors"],
+            ["sampled", "emitted", "dropped", "in flight", "sink errors", "missed by a sink"],
             [
                 [
                     count(c.sampled),
@@ -247,6 +249,7 @@ def _engineering(exp: Experiment) -> str:
                     f"{count(sum(dropped.values()))} ({reasons})",
                     count(c.in_flight),
                     count(c.sink_errors),
+                    f"{count(sum(missed.values()))} ({sinks})",
                 ]
             ],
         ) + (

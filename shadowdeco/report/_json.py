@@ -27,6 +27,7 @@ statistic with no data is ``null`` (as is one that no float holds: the mean of o
                      "sampled": null, "skipped": null, "emitted": null,
                      "dropped": null | {"<reason>": 0}, "dropped_total": null,
                      "in_flight": null, "sink_errors": null,     # null without a stats line
+                     "sink_drops": null | {"<sink>": 0},
                      "unencodable": 0, "inputs_recorded": 0, "no_timestamp": 0},
           "live": ARM, "candidate": ARM,
           "latency_ratio": {"p50": 2.0, "p90": 2.0, "p99": 2.0, "mean": 2.0},  # candidate / live
@@ -203,6 +204,7 @@ def _experiment(exp: Experiment) -> dict[str, Any]:
             "dropped_total": None if c.dropped is None else sum(c.dropped.values()),
             "in_flight": c.in_flight,
             "sink_errors": c.sink_errors,
+            "sink_drops": None if c.sink_drops is None else dict(c.sink_drops),
             "unencodable": exp.unencodable,
             "inputs_recorded": exp.inputs_recorded,
             "no_timestamp": exp.no_timestamp,

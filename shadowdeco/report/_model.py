@@ -137,6 +137,9 @@ class Counts:
     dropped: Mapping[str, int] | None
     in_flight: int | None
     sink_errors: int | None
+    #: results emitted but missed by a sink that fell too far behind, by sink name (the log
+    #: may be short by as many, if that sink wrote it)
+    sink_drops: Mapping[str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

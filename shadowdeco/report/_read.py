@@ -25,6 +25,7 @@ import dataclasses
 import datetime as _dt
 import glob
 import gzip
+import io
 import json
 import os
 import re
@@ -135,13 +136,15 @@ def expand_paths(paths: Sequence[str]) -> list[Source]:
 
 
 def _backups(path: str) -> list[str]:
-    """``path.N`` and ``path.N.gz`` that exist, the oldest (highest N) first."""
-    found: list[tuple[int, str]] = []
-    for candidate in glob.glob(glob.escape(path) + ".*"):
+    """``path.N`` or ``path.N.gz`` that exist, the oldest (highest N) first.  When both
+    exist (logrotate's ``compress`` running, or its input left behind) they hold the same
+    lines: the plain one is read, the compressed one may be incomplete."""
+    found: dict[int, str] = {}
+    for candidate in sorted(glob.glob(glob.escape(path) + ".*")):  # "x.1" before "x.1.gz"
         match = _BACKUP.fullmatch(candidate, len(path))
         if match is not None and os.path.isfile(candidate):
-            found.append((int(match.group(1)), candidate))
-    return [name for _, name in sorted(found, reverse=True)]
+            found.setdefault(int(match.group(1)), candidate)
+    return [found[n] for n in sorted(found, reverse=True)]
 
 
 def _check_readable(path: str) -> None:
@@ -156,13 +159,17 @@ def _check_readable(path: str) -> None:
 
 @contextlib.contextmanager
 def _open(source: Source) -> Iterator[IO[bytes]]:
-    if source.path == "-":
-        yield sys.stdin.buffer
-        return
-    with open(source.path, "rb") as raw:
+    with contextlib.ExitStack() as stack:
+        raw: io.BufferedReader
+        if source.path == "-":  # stdin: buffered, to look at its start (and never closed)
+            stdin: Any = sys.stdin.buffer
+            raw = stdin if isinstance(stdin, io.BufferedReader) else io.BufferedReader(stdin)
+        else:
+            raw = stack.enter_context(open(source.path, "rb"))
         if raw.peek(2)[:2] == _GZIP_MAGIC:
-            with gzip.GzipFile(fileobj=raw) as unzipped:
-                yield unzipped  # type: ignore[misc] # GzipFile reads bytes as IO[bytes] does
+            unzipped = gzip.GzipFile(fileobj=raw)
+            stack.callback(unzipped.close)
+            yield unzipped  # type: ignore[misc] # GzipFile reads bytes as IO[bytes] does
         else:
             yield raw
 

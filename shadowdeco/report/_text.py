@@ -100,6 +100,13 @@ def _engineering(exp: Experiment) -> list[str]:
             f"{count(dropped)}{f' ({reasons})' if reasons else ''} · in flight "
             f"{count(c.in_flight)} · sink errors {count(c.sink_errors)}"
         )
+        missed = sum((c.sink_drops or {}).values())
+        if missed:
+            sinks = ", ".join(f"{k} {count(v)}" for k, v in (c.sink_drops or {}).items())
+            lines.append(
+                f"   {count(missed)} missed by a sink that fell behind ({sinks}): emitted, "
+                "but not in the log if that sink wrote it"
+            )
         lines.append(
             f"   (from the latest stats line of {c.processes} process"
             f"{'es' if c.processes != 1 else ''}; {count(c.results)} results in the log)"
