@@ -244,6 +244,9 @@ def _key_bytes(value: object) -> bytes:
         # Length-prefix each part so ("a", "bc") and ("ab", "c") encode differently.
         parts = (_key_bytes(item) for item in value)
         return b"(" + b"".join(b"%d:%b" % (len(part), part) for part in parts) + b")"
+    if isinstance(value, (set, frozenset)):  # in no order: the encoded items, sorted
+        encoded = sorted(_key_bytes(item) for item in value)
+        return b"{" + b"".join(b"%d:%b" % (len(part), part) for part in encoded) + b"}"
     if isinstance(value, str):
         text = str.__str__(value)
     elif value is None or isinstance(value, bool):
@@ -254,8 +257,13 @@ def _key_bytes(value: object) -> bytes:
     elif isinstance(value, float):
         text = float.__repr__(value)
     else:
-        # Only as stable as the type's str(): fine for UUIDs, not for sets or default reprs.
-        text = str(value)
+        cls = type(value)
+        if cls.__str__ is object.__str__ and cls.__repr__ is object.__repr__:
+            raise TypeError(
+                f"by_key: a key of type {cls.__qualname__} has no stable text (its str() is "
+                "its address, another in each process): return a str, a number or a tuple"
+            )
+        text = str(value)  # as stable as the type's str(): fine for UUIDs, dates, enums
     return text.encode("utf-8")
 
 

@@ -381,6 +381,8 @@ def test_reprs_read_like_the_code_that_built_them() -> None:
 _SUBPROCESS_SCRIPT = """
 from shadowdeco.sampling import by_key
 keys = [f"user-{i}" for i in range(500)] + [("tenant", i) for i in range(200)] + list(range(200))
+keys += [frozenset({f"a{i}", f"b{i}", f"c{i}"}) for i in range(100)]
+keys += [{i, f"s{i}", (i, "t")} for i in range(100)]
 sampler = by_key(lambda k: k, 0.3)
 print("".join("1" if sampler(k) else "0" for k in keys))
 """
@@ -405,13 +407,28 @@ def test_by_key_decides_the_same_in_every_process() -> None:
     first = _decisions_in_subprocess("1")
     second = _decisions_in_subprocess("4242")
     assert first == second
-    assert len(first) == 900
+    assert len(first) == 1_100
     assert "0" in first
     assert "1" in first
     keys: list[object] = [f"user-{i}" for i in range(500)]
     keys += [("tenant", i) for i in range(200)] + list(range(200))
+    keys += [frozenset({f"a{i}", f"b{i}", f"c{i}"}) for i in range(100)]
+    keys += [{i, f"s{i}", (i, "t")} for i in range(100)]
     sampler = by_key(lambda k: k, 0.3)
     assert first == "".join("1" if sampler(k) else "0" for k in keys)
+
+
+def test_by_key_refuses_a_key_without_stable_text() -> None:
+    """An object whose text is only its address would decide at random in each process:
+    the sampler raises (the experiment counts it as a sampler error, the call unsampled)."""
+
+    class User:
+        pass
+
+    with pytest.raises(TypeError, match="User"):
+        by_key(lambda k: k, 0.5)(User())
+    with pytest.raises(TypeError, match="User"):
+        by_key(lambda k: k, 0.5)(("tenant", User()))
 
 
 def test_by_key_follows_the_documented_hash() -> None:
