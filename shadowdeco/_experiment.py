@@ -321,6 +321,11 @@ def _is_async_callable(fn: object) -> bool:
 # The experiment
 
 
+#: What user code on the live path (a sampler, an input copier) may raise into the caller: a
+#: Ctrl-C, and the cancellation of the caller's own task, are the caller's, not the shadow's.
+_CALLERS: Final = (KeyboardInterrupt, asyncio.CancelledError)
+
+
 class Experiment:
     """One live function and its candidate: settings, runtime control and counters.
 
@@ -528,7 +533,9 @@ class Experiment:
         """Ask a sampler that is not a plain rate (the wrapper decides rates inline)."""
         try:
             take = bool(self._sampler(*args, **kwargs))
-        except Exception:  # noqa: BLE001 - a sampler bug must not reach the caller
+        except _CALLERS:
+            raise
+        except BaseException:  # noqa: BLE001 - a sampler bug must not reach the caller
             # On the live path, possibly on every call: logged at most once a minute.
             log_failure("sampler (call not sampled)", self.name)
             with self._lock:
@@ -553,7 +560,12 @@ class Experiment:
             lane.admitted += 1
         try:
             snap_args, snap_kwargs = _snapshot(self._copier, args, kwargs)
-        except Exception:  # noqa: BLE001 - an uncopyable argument: count it, serve live
+        except _CALLERS:
+            with self._lock:
+                lane.left += 1
+                self._drop_locked("copy_failed")
+            raise
+        except BaseException:  # noqa: BLE001 - an uncopyable argument: count it, serve live
             log_failure("copying the inputs (call not shadowed)", self.name)
             with self._lock:
                 lane.left += 1

@@ -219,8 +219,8 @@ def _item(scalar: Any) -> Any:
 def _as_array(np: ModuleType, value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value
-    if isinstance(value, (list, tuple)):
-        return np.asarray(value)
+    if isinstance(value, (list, tuple, int, float, complex, np.generic)):
+        return np.asarray(value)  # a number: a 0-d array, equal to one holding it
     return None
 
 
@@ -347,6 +347,19 @@ def _drop(value: Any, parts: tuple[str, ...]) -> Any:
         if all(new is old for new, old in zip(items, value, strict=True)):
             return value
         return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, (list, tuple)) and parts[0].isdigit():  # an item, by its index
+        index, rest = int(parts[0]), parts[1:]
+        if index >= len(value):
+            return value
+        items = list(value)
+        if rest:
+            child = _drop(items[index], rest)
+            if child is items[index]:
+                return value
+            items[index] = child
+        else:
+            del items[index]
+        return items if isinstance(value, list) else tuple(items)
     return value  # a path that does not exist is simply not there to ignore
 
 
@@ -356,6 +369,8 @@ def _drop_from_mapping(value: Mapping[Any, Any], parts: tuple[str, ...]) -> Any:
         keys = list(value)
     elif head in value:
         keys = [head]
+    elif head.isdigit() and int(head) in value:  # an int key, as JSON paths name them
+        keys = [int(head)]
     else:
         return value
     result = dict(value)
@@ -401,8 +416,10 @@ def ignore(*paths: str, compare: Comparator | None = None) -> Ignore:
     """Compare with ``paths`` removed from (copies of) both outputs, then ``compare`` them.
 
     A path is dot-separated keys; ``*`` matches every key of a dict or every item of a list or
-    tuple: ``"meta.request_id"``, ``"items.*.timestamp"``, ``"*.trace"``. A path that does not
-    exist is simply skipped. Keys containing dots, and a literal ``*`` key, cannot be named.
+    tuple, and digits name an item of a list or tuple by its index (or an int key of a dict):
+    ``"meta.request_id"``, ``"items.*.timestamp"``, ``"items.0.id"``, ``"*.trace"``. A path
+    that does not exist is simply skipped. Keys containing dots, and a literal ``*`` key,
+    cannot be named.
     """
     return Ignore(*paths, compare=compare)
 

@@ -388,25 +388,29 @@ def header(name: str, value: str | None = None) -> Sampler:
 
 
 class Path(Sampler):
-    """For the middleware: samples requests whose path starts with one of ``prefixes``."""
+    """For the middleware: samples requests whose path is one of ``prefixes`` or under one,
+    by whole segments (``/predict`` takes ``/predict/batch``, not ``/predictions``)."""
 
-    __slots__ = ("_prefixes",)
+    __slots__ = ("_exact", "_prefixes", "_under")
 
     def __init__(self, *prefixes: str) -> None:
         if not prefixes or not all(isinstance(p, str) and p.startswith("/") for p in prefixes):
             raise ValueError(f"prefixes must be paths starting with '/', got {prefixes!r}")
         self._prefixes = prefixes
+        self._exact = frozenset(prefixes)
+        self._under = tuple(p.rstrip("/") + "/" for p in prefixes)
 
     def __call__(self, *args: Any, **kwargs: Any) -> bool:
         path = getattr(args[0], "path", None) if args else None
-        return isinstance(path, str) and path.startswith(self._prefixes)
+        return isinstance(path, str) and (path in self._exact or path.startswith(self._under))
 
     def __repr__(self) -> str:
         return f"path({', '.join(map(repr, self._prefixes))})"
 
 
 def path(*prefixes: str) -> Sampler:
-    """Sample the requests whose path starts with one of ``prefixes`` (a route)."""
+    """Sample the requests whose path is one of ``prefixes`` or under one (a route, by whole
+    path segments)."""
     return Path(*prefixes)
 
 

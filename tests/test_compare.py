@@ -204,6 +204,15 @@ def test_numpy_arrays_equal() -> None:
     assert not equal(np.arange(6), np.arange(1, 7))
 
 
+def test_a_zero_d_array_equals_the_number_it_holds() -> None:
+    np = pytest.importorskip("numpy")
+    assert equal(np.array(5.0), 5.0)
+    assert equal(7, np.array(7))
+    assert equal(np.array(float("nan")), float("nan"))
+    assert not equal(np.array(5.0), 6.0)
+    assert not equal(np.array([5.0]), 5.0)  # a shape (1,) array is not a number
+
+
 def test_numpy_arrays_of_different_shapes_differ() -> None:
     """Arrays of different shapes are not equal, even where numpy would broadcast."""
     np = pytest.importorskip("numpy")
@@ -453,6 +462,18 @@ def test_ignore_missing_paths() -> None:
     assert not same({"y": 1}, {"y": 2})
     assert ignore("a.b")([1, 2], [1, 2])
     assert ignore("a.b")(None, None)
+
+
+def test_ignore_names_list_items_and_int_keys_by_number() -> None:
+    """A path segment of digits names a list or tuple item, or an int key of a dict (a JSON
+    path from a response, ``items.0.ts``); the item is left out of both sides alike."""
+    assert ignore("items.0.ts")({"items": [{"ts": 1, "v": 2}]}, {"items": [{"ts": 2, "v": 2}]})
+    assert not ignore("items.0.ts")({"items": [{"ts": 1, "v": 2}]}, {"items": [{"ts": 2, "v": 3}]})
+    assert ignore("items.1")({"items": [1, "a", 3]}, {"items": (1, "b", 3)})
+    assert not ignore("items.1")({"items": [1, "a", 3]}, {"items": [1, "b", 4]})
+    assert ignore("items.9")({"items": [1]}, {"items": [1]})  # past the end: nothing to drop
+    assert ignore("1")({1: "a", 2: "b"}, {1: "z", 2: "b"})
+    assert ignore("1")({"1": "a"}, {"1": "z"})  # a str key of digits stays a str key
 
 
 def test_ignore_does_not_mutate_inputs() -> None:

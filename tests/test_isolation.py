@@ -190,6 +190,35 @@ def test_a_raising_sampler_skips_the_call() -> None:
     assert (stats.sampled, stats.skipped, stats.sampler_errors) == (0, 1, 1)
 
 
+class Halt(BaseException):
+    """A BaseException that is not KeyboardInterrupt: user code may raise one."""
+
+
+def test_a_sampler_or_copier_raising_a_base_exception_never_reaches_the_caller() -> None:
+    """The live path runs the user's sampler and input copier: whatever they raise (short of
+    a Ctrl-C) is counted, and the caller gets its live result."""
+
+    def sampler(x: int) -> bool:
+        raise Halt
+
+    def copier(value: Any) -> Any:
+        raise Halt
+
+    @shadow(candidate=lambda x: x, sample=sampler, sinks=[])
+    def sampled(x: int) -> int:
+        return x
+
+    @shadow(candidate=lambda x: x, copy_inputs=copier, sinks=[])
+    def copied(x: list[int]) -> int:
+        return 7
+
+    assert sampled(1) == 1
+    assert copied([1]) == 7
+    assert sampled.shadow.stats().sampler_errors == 1
+    assert dict(copied.shadow.stats().dropped) == {"copy_failed": 1}
+    assert_adds_up(copied.shadow.stats())
+
+
 def test_key_and_context_errors_are_recorded_as_none() -> None:
     """key= and context= callables that raise leave those fields None."""
     memory = sinks.Memory()

@@ -641,3 +641,19 @@ def test_by_key_instances_are_by_key_samplers() -> None:
     """by_key returns a ByKey, including at rates 0 and 1."""
     assert isinstance(by_key(user_id, 0), ByKey)
     assert isinstance(by_key(user_id, 1), ByKey)
+
+
+def test_path_matches_whole_path_segments() -> None:
+    """A route prefix names a path and what is under it, not every path that begins with
+    the same letters (``/predict`` is not ``/predictions-admin``)."""
+    from types import SimpleNamespace
+
+    def at(path: str) -> Any:
+        return SimpleNamespace(path=path)
+
+    route = sampling.path("/predict", "/v2/")
+    assert all(route(at(p)) for p in ("/predict", "/predict/batch", "/v2/x"))
+    assert not route(at("/predictions-admin/delete"))
+    assert not route(at("/predict-v2"))
+    assert not route(at("/v2"))  # "/v2/" names what is under /v2/
+    assert sampling.path("/")(at("/anything"))
