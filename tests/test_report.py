@@ -292,6 +292,30 @@ def test_numeric_spread_collapse_and_new_types_are_flagged(tmp_path: Path) -> No
     assert codes == ["candidate_types"]
 
 
+def test_numeric_outputs_with_some_nulls_stay_numeric(tmp_path: Path) -> None:
+    """A model that abstains (None) on a few per cent of inputs still has numeric outputs:
+    quantiles, a histogram and the spread warning; other non-numbers over 1 % do not."""
+    records = [
+        result(
+            i,
+            live=arm(None if i % 25 == 0 else 50 + (i % 40) * 0.5),
+            candidate=arm(50 + (i % 7) * 0.01),
+            match=None,
+        )
+        for i in range(1000)
+    ]
+    exp = only(build(write(tmp_path / "a.jsonl", records)))
+    assert exp.output_kind == "numeric"
+    assert exp.histogram is not None
+    assert exp.rows == ()
+    assert exp.live.output.non_numeric == 40
+    assert [w.code for w in exp.warnings] == ["candidate_spread"]
+    for r in records[::25]:
+        r["live"]["value"] = "n/a"
+    exp = only(build(write(tmp_path / "b.jsonl", records)))
+    assert exp.output_kind == "categorical"
+
+
 # -- agreement and ground truth --------------------------------------------------------------
 
 
@@ -380,6 +404,144 @@ def test_keys_join_as_text(tmp_path: Path) -> None:
     gt = only(build(write(tmp_path / "s.jsonl", records), labels=labels)).ground_truth
     assert gt is not None
     assert (gt.live["accuracy"], gt.candidate["accuracy"]) == (1.0, 0.0)
+
+
+def test_whole_number_labels_of_a_regression_are_scored_as_numbers(tmp_path: Path) -> None:
+    """Whole-number labels written as 275.0 score by MAE when there are many distinct values or
+    the predictions have fractions; few class ids with whole predictions stay classes."""
+    # Many distinct whole labels (a regression target such as scikit-learn's diabetes).
+    many = [(i, f"{25 + 3 * i}.0") for i in range(60)]
+    live = [
+        result(i, live=arm(25 + 3 * i + 2.5), candidate=arm(25 + 3 * i - 4.0)) for i in range(60)
+    ]
+    log = write(tmp_path / "many.jsonl", live)
+    gt = only(build(log, labels=write_labels(tmp_path / "many.csv", many))).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.metric, gt.paired) == ("numeric", "mae", 60)
+    assert (gt.live["mae"], gt.candidate["mae"], gt.better) == (2.5, 4.0, "live")
+    # Few distinct whole labels (ratings 1-5), fractional predictions: numbers too.
+    ratings = [(i, i % 5 + 1) for i in range(20)]
+    records = [result(i, live=arm(i % 5 + 1.25), candidate=arm(i % 5 + 1.5)) for i in range(20)]
+    log = write(tmp_path / "ratings.jsonl", records)
+    rep = build(log, labels=write_labels(tmp_path / "ratings.csv", ratings))
+    gt = only(rep).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.metric, gt.better) == ("numeric", "mae", "live")
+    assert (gt.live["mae"], gt.candidate["mae"]) == (0.25, 0.5)
+    assert rep.labels is not None
+    assert (rep.labels.kind, rep.labels.whole_numbers) == ("categorical", True)
+    # The same labels with whole predictions are class ids.
+    classes = [result(i, live=arm(i % 5 + 1), candidate=arm(1)) for i in range(20)]
+    log = write(tmp_path / "classes.jsonl", classes)
+    gt = only(build(log, labels=tmp_path / "ratings.csv")).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.live["accuracy"], gt.candidate["accuracy"]) == ("categorical", 1.0, 0.2)
+    # Many distinct whole labels with whole predictions are quantities.
+    counts = [result(i, live=arm(25 + 3 * i), candidate=arm(25 + 3 * i + 1)) for i in range(60)]
+    log = write(tmp_path / "counts.jsonl", counts)
+    gt = only(build(log, labels=tmp_path / "many.csv")).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.live["mae"], gt.candidate["mae"]) == ("numeric", 0.0, 1.0)
+
+
+def test_no_prediction_matching_a_label_is_no_tie(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fractional predictions scored as classes (--metric accuracy), or classes spelled apart,
+    score 0 for both arms: the report warns instead of calling it a tie."""
+    records = [result(i, live=arm(i + 0.5), candidate=arm(i + 0.25)) for i in range(10)]
+    log = write(tmp_path / "s.jsonl", records)
+    labels = write_labels(tmp_path / "labels.csv", [(i, i) for i in range(10)])
+    exp = only(build(log, labels=labels, metric="accuracy"))
+    gt = exp.ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.live["accuracy"], gt.candidate["accuracy"]) == ("categorical", 0.0, 0.0)
+    assert gt.better is None
+    assert [w.code for w in exp.warnings] == ["labels_never_match"]
+    assert "--metric mae" in exp.warnings[0].message
+    code, out, _ = cli(capsys, log, "--labels", labels, "--metric", "accuracy")
+    assert code == 0
+    assert "score the same" not in out
+    assert "no prediction of either arm equals its label" in out
+    spelled = [result(i, live=arm(i % 2), candidate=arm(1 - i % 2)) for i in range(10)]
+    words = write_labels(
+        tmp_path / "words.csv", [(i, "churn" if i % 2 else "stay") for i in range(10)]
+    )
+    exp = only(build(write(tmp_path / "w.jsonl", spelled), labels=words))
+    assert exp.ground_truth is not None
+    assert exp.ground_truth.better is None
+    assert [w.code for w in exp.warnings] == ["labels_never_match"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_keys_with_a_blank_label_are_counted_and_left_out(tmp_path: Path, suffix: str) -> None:
+    """A blank CSV cell, a JSON null or NaN is no label: the key is left out and counted."""
+    records = [result(i, live=arm("churn" if i % 2 else "stay")) for i in range(100)]
+    for r in records:
+        r["candidate"] = r["live"]
+    blank = "" if suffix == ".csv" else None
+    pairs = [(i, blank if i < 10 else ("churn" if i % 2 else "stay")) for i in range(100)]
+    labels = write_labels(tmp_path / f"labels{suffix}", pairs)
+    rep = build(write(tmp_path / "s.jsonl", records), labels=labels)
+    assert rep.labels is not None
+    assert (rep.labels.count, rep.labels.blank) == (90, 10)
+    gt = only(rep).ground_truth
+    assert gt is not None
+    assert (gt.labeled, gt.unlabeled, gt.paired) == (90, 10, 90)
+    assert (gt.live["accuracy"], gt.better) == (1.0, "tie")
+    assert "10 blank labels left out" in report.render_text(rep)
+    assert "10 blank labels left out" in report.render_html(rep)
+    assert report.to_json(rep)["labels"]["blank"] == 10
+
+
+def test_a_blank_label_leaves_numeric_labels_numeric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One blank cell among fractional labels neither makes them classes nor fails --metric."""
+    records = [result(i, live=arm(i + 0.5), candidate=arm(i + 1.0), match=False) for i in range(10)]
+    log = write(tmp_path / "s.jsonl", records)
+    pairs = [(i, "" if i == 9 else i + 0.25) for i in range(10)]
+    labels = write_labels(tmp_path / "labels.csv", pairs)
+    gt = only(build(log, labels=labels)).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.paired, gt.unlabeled) == ("numeric", 9, 1)
+    assert gt.live["mae"] == pytest.approx(0.25)
+    assert gt.candidate["mae"] == pytest.approx(0.75)
+    nan = write_labels(
+        tmp_path / "nan.csv", [(i, "NaN" if i == 9 else i + 0.25) for i in range(10)]
+    )
+    assert only(build(log, labels=nan)).ground_truth == gt
+    code, out, err = cli(capsys, log, "--labels", labels, "--metric", "mae")
+    assert (code, err) == (0, "")
+    assert "mae *" in out
+
+
+def test_csv_cells_join_and_match_as_the_numbers_and_booleans_they_spell(tmp_path: Path) -> None:
+    """CSV labels 0.0 / 1.0 match predictions 0 / 1, True / FALSE match JSON booleans, and keys
+    written 0.0 join keys 0; text that is no JSON number (007, a hex id) stays as it is."""
+    floats = [result(i, live=arm(i % 3), candidate=arm(i % 3)) for i in range(30)]
+    labels = write_labels(tmp_path / "float.csv", [(i, float(i % 3)) for i in range(30)])
+    gt = only(build(write(tmp_path / "f.jsonl", floats), labels=labels)).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.paired, gt.live["accuracy"]) == ("categorical", 30, 1.0)
+    bools = [result(i, live=arm(i % 2 == 0), candidate=arm(i % 3 == 0)) for i in range(12)]
+    spelled = [(i, ("True", "FALSE", "true", "false")[i % 2 + 2 * (i % 4 >= 2)]) for i in range(12)]
+    labels = write_labels(tmp_path / "bool.csv", spelled)
+    gt = only(build(write(tmp_path / "b.jsonl", bools), labels=labels)).ground_truth
+    assert gt is not None
+    assert (gt.paired, gt.live["accuracy"]) == (12, 1.0)
+    assert gt.candidate["accuracy"] == pytest.approx(6 / 12)
+    keyed = [result(i, live=arm(i % 2), candidate=arm(0)) for i in range(4)]
+    keyed += [result(4, key="007", live=arm(1)), result(5, key="830e4", live=arm(1))]
+    keyed += [result(6, key="1.50", live=arm(1))]
+    rows = [(f"{float(i)}", i % 2) for i in range(4)] + [("007", 1), ("830e4", 1), ("1.5", 1)]
+    labels = write_labels(tmp_path / "keys.csv", rows)
+    gt = only(build(write(tmp_path / "k.jsonl", keyed), labels=labels)).ground_truth
+    assert gt is not None
+    assert (gt.labeled, gt.unlabeled, gt.live["accuracy"]) == (7, 0, 1.0)
+    assert key_text("830e4") == key_text(8300000) == "8300000"
+    assert key_text("007") == "007"
+    assert key_text(" TRUE ") == key_text(True) == "true"
 
 
 # -- reading: files, backups, filters, bad input ----------------------------------------------

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeGuard
 
-from ._labels import Labels
+from ._labels import MAX_INTEGER_CLASSES, Labels
 from ._model import (
     Agreement,
     Arm,
@@ -40,7 +40,7 @@ from ._model import (
 )
 from ._read import EARLIEST, Problems, Source, read_records, record_time
 from ._stats import CappedCounter, Moments, Reservoir, TimeBuckets, macro_f1, quantile
-from ._values import describe, key_text, number
+from ._values import describe, key_text, label_text, number, parse_number
 
 __all__ = ["analyze"]
 
@@ -51,8 +51,9 @@ _CLASS_CAP: Final = 10_000  # distinct predicted classes per arm in the label me
 _EXAMPLE_CHARS: Final = 300  # of an error message kept as the example
 _CHART_BUCKETS: Final = 60  # time buckets shown for agreement over time
 _HISTOGRAM_BINS: Final = 20
-#: Whole-number outputs with more distinct values than this are quantities, not class ids.
-_MAX_INTEGER_CLASSES: Final = 50
+#: Whole-number outputs with more distinct values than this are quantities, not class ids
+#: (the bound whole-number labels share).
+_MAX_INTEGER_CLASSES: Final = MAX_INTEGER_CLASSES
 #: A candidate needs this many ok results before its output can be called collapsed.
 _COLLAPSE_MIN_RESULTS: Final = 10
 #: One value this share of the candidate's results, and this much more than live's top value,
@@ -75,6 +76,7 @@ class _ArmAcc:
         "moments",
         "non_finite",
         "non_numeric",
+        "nulls",
         "numbers",
         "results",
         "statuses",
@@ -93,6 +95,7 @@ class _ArmAcc:
         self.numbers = Reservoir(seed=seed + 1)
         self.moments = Moments()
         self.non_numeric = 0
+        self.nulls = 0  # of the non-numeric: None, as a model that abstains returns
         self.non_finite = 0
         self.fractional = 0
 
@@ -122,6 +125,8 @@ class _ArmAcc:
             self.types.add(kind)
             if x is None:
                 self.non_numeric += 1
+                if value is None:
+                    self.nulls += 1
             elif x - x != 0.0:  # NaN or infinite
                 self.non_finite += 1
             else:
@@ -186,29 +191,44 @@ class _Score:
         }
 
 
+class _Scoring:
+    """Both arms scored one way (as classes or as numbers), on the same results."""
+
+    __slots__ = ("candidate", "candidate_failed", "live", "live_failed", "paired")
+
+    def __init__(self) -> None:
+        self.live = _Score()
+        self.candidate = _Score()
+        self.paired = self.live_failed = self.candidate_failed = 0
+
+
 class _TruthAcc:
-    """Both arms against ground truth, on the results where both gave a usable prediction."""
+    """Both arms against ground truth, on the results where both gave a usable prediction.
+
+    Numeric labels are scored as numbers, categorical ones as classes; whole-number labels
+    (``Labels.whole_numbers``) both ways, and :meth:`numeric` picks one when the log is read.
+    """
 
     __slots__ = (
-        "candidate",
-        "candidate_failed",
+        "classes",
+        "fractional",
+        "label_numbers",
         "labeled",
         "labels",
-        "live",
-        "live_failed",
         "no_key",
-        "numeric",
-        "paired",
+        "numbers",
         "unlabeled",
     )
 
     def __init__(self, labels: Labels) -> None:
         self.labels = labels
-        self.numeric = labels.kind == "numeric"
-        self.live = _Score()
-        self.candidate = _Score()
-        self.labeled = self.unlabeled = self.no_key = self.paired = 0
-        self.live_failed = self.candidate_failed = 0
+        numeric = labels.kind == "numeric"
+        self.classes = None if numeric else _Scoring()
+        self.numbers = _Scoring() if numeric or labels.whole_numbers else None
+        #: labeled results where an arm predicted a number with a fraction.
+        self.fractional = 0
+        self.label_numbers: dict[str, float | None] = {}  # whole-number label text → float
+        self.labeled = self.unlabeled = self.no_key = 0
 
     def add(self, key: Any, live: tuple[bool, Any, str], candidate: tuple[bool, Any, str]) -> None:
         text = key_text(key)
@@ -220,21 +240,38 @@ class _TruthAcc:
             self.unlabeled += 1
             return
         self.labeled += 1
-        if self.numeric:
-            live_x, cand_x = _usable_number(live), _usable_number(candidate)
-            self.live_failed += live_x is None
-            self.candidate_failed += cand_x is None
-            if live_x is not None and cand_x is not None:
-                self.paired += 1
-                self.live.add_number(float(label), live_x)
-                self.candidate.add_number(float(label), cand_x)
-            return
-        self.live_failed += not live[0]
-        self.candidate_failed += not candidate[0]
-        if live[0] and candidate[0]:
-            self.paired += 1
-            self.live.add_class(str(label), live[2])
-            self.candidate.add_class(str(label), candidate[2])
+        live_x, cand_x = _usable_number(live), _usable_number(candidate)
+        if (live_x is not None and not live_x.is_integer()) or (
+            cand_x is not None and not cand_x.is_integer()
+        ):
+            self.fractional += 1
+        numbers = self.numbers
+        if numbers is not None:
+            y = label if isinstance(label, float) else self._number(label)
+            numbers.live_failed += live_x is None
+            numbers.candidate_failed += cand_x is None
+            if y is not None and live_x is not None and cand_x is not None:
+                numbers.paired += 1
+                numbers.live.add_number(y, live_x)
+                numbers.candidate.add_number(y, cand_x)
+        classes = self.classes
+        if classes is not None:
+            classes.live_failed += not live[0]
+            classes.candidate_failed += not candidate[0]
+            if live[0] and candidate[0]:
+                classes.paired += 1
+                classes.live.add_class(str(label), _class_text(live))
+                classes.candidate.add_class(str(label), _class_text(candidate))
+
+    def _number(self, text: str) -> float | None:
+        cached = self.label_numbers
+        if text not in cached:
+            cached[text] = parse_number(text)
+        return cached[text]
+
+    def numeric(self) -> bool:
+        """Score as numbers: numeric labels, or whole-number labels and fractional predictions."""
+        return self.classes is None or (self.numbers is not None and self.fractional > 0)
 
 
 def _finite(value: object) -> TypeGuard[int | float]:
@@ -261,6 +298,13 @@ def _bad_duration(record: dict[str, Any]) -> str | None:
         if numeric and not _finite(duration):
             return f"{name} duration_s is not a finite number of seconds"
     return None
+
+
+def _class_text(observed: tuple[bool, Any, str]) -> str:
+    """A prediction's text against class labels: text that spells a number or a boolean counts
+    as one, as in the labels (``"1.0"`` matches a label ``1``)."""
+    _, value, text = observed
+    return label_text(value) if value.__class__ is str else text
 
 
 def _usable_number(observed: tuple[bool, Any, str]) -> float | None:
@@ -428,7 +472,13 @@ def analyze(
         labels=None
         if labels is None
         else LabelsSummary(
-            labels.path, labels.kind, len(labels.values), labels.duplicates, labels.metric
+            labels.path,
+            labels.kind,
+            len(labels.values),
+            labels.duplicates,
+            labels.metric,
+            labels.blank,
+            labels.whole_numbers,
         ),
         top=top,
         experiments=finished,
@@ -574,13 +624,16 @@ def _arm(arm: _ArmAcc, top: int) -> Arm:
 
 
 def _output_kind(live: _ArmAcc, candidate: _ArmAcc) -> OutputKind:
-    """Numeric when the live outputs are numbers that are not few whole class ids."""
+    """Numeric when the live outputs are numbers that are not few whole class ids.
+
+    Nulls are left out of the share of non-numbers: a regression that abstains on a few inputs
+    still has numeric outputs."""
     arm = live if live.values.total else candidate
     total = arm.values.total
     if not total:
         return "none"
     numbers = arm.numbers.seen + arm.non_finite
-    mostly_numbers = numbers and arm.non_numeric <= 0.01 * total
+    mostly_numbers = numbers and arm.non_numeric - arm.nulls <= 0.01 * (total - arm.nulls)
     quantities = arm.fractional or arm.values.distinct > _MAX_INTEGER_CLASSES
     return "numeric" if mostly_numbers and quantities else "categorical"
 
@@ -715,36 +768,70 @@ def _dominant(arm: _ArmAcc) -> float:
 
 
 def _ground_truth(truth: _TruthAcc) -> GroundTruth:
-    numeric = truth.numeric
-    live = truth.live.metrics(numeric)
-    candidate = truth.candidate.metrics(numeric)
+    numeric = truth.numeric()
+    scoring = truth.numbers if numeric else truth.classes
+    assert scoring is not None  # numeric() chooses a way the labels are scored
+    live = scoring.live.metrics(numeric)
+    candidate = scoring.candidate.metrics(numeric)
     difference: dict[str, float | None] = {}
     for metric, value in live.items():
         other = candidate[metric]
         difference[metric] = None if value is None or other is None else other - value
-    lead = truth.labels.metric
+    labels = truth.labels
+    # Whole-number labels scored as numbers lead with MAE; otherwise the labels' own metric.
+    lead = "mae" if numeric and labels.kind != "numeric" else labels.metric
     better = None
     delta = difference.get(lead)
-    if delta is not None:
+    if delta is not None and not _never_match(truth):
         higher_is_better = lead in ("accuracy", "macro_f1")
         if abs(delta) < 1e-12:
             better = "tie"
         else:
             better = "candidate" if (delta > 0) == higher_is_better else "live"
     return GroundTruth(
-        kind=truth.labels.kind,
+        kind="numeric" if numeric else "categorical",
         metric=lead,
         labeled=truth.labeled,
         unlabeled=truth.unlabeled,
         no_key=truth.no_key,
-        paired=truth.paired,
-        live_failed=truth.live_failed,
-        candidate_failed=truth.candidate_failed,
+        paired=scoring.paired,
+        live_failed=scoring.live_failed,
+        candidate_failed=scoring.candidate_failed,
         live=live,
         candidate=candidate,
         difference=difference,
         better=better,
     )
+
+
+def _never_match(truth: _TruthAcc) -> bool:
+    """True when results were scored as classes and no prediction of either arm was right:
+    the labels and the outputs spell the classes apart (or the outputs are not classes), and
+    two zero scores say nothing about which arm is better."""
+    classes = truth.classes
+    return (
+        not truth.numeric()
+        and classes is not None
+        and classes.paired > 0
+        and classes.live.correct == 0
+        and classes.candidate.correct == 0
+    )
+
+
+def _label_findings(truth: _TruthAcc) -> list[Finding]:
+    if not _never_match(truth):
+        return []
+    assert truth.classes is not None
+    message = (
+        f"no prediction of either arm equals its label on {truth.classes.paired:,} results "
+        "scored as classes: do the labels spell the classes as the outputs do?"
+    )
+    if truth.fractional:
+        message += (
+            f" The predictions have fractions on {truth.fractional:,} labeled results: "
+            "if the labels are numbers, --metric mae scores them as numbers."
+        )
+    return [Finding("labels_never_match", message)]
 
 
 def _finish(
@@ -785,7 +872,10 @@ def _finish(
         histogram=histogram,
         agreement=agreement,
         ground_truth=_ground_truth(truth) if with_labels and truth is not None else None,
-        warnings=tuple(_findings(kind, acc.live, acc.candidate)),
+        warnings=tuple(
+            _findings(kind, acc.live, acc.candidate)
+            + (_label_findings(truth) if with_labels and truth is not None else [])
+        ),
         unencodable=acc.unencodable,
         no_timestamp=acc.no_timestamp,
         inputs_recorded=acc.inputs_recorded,

@@ -6,7 +6,7 @@ import datetime as _dt
 from collections.abc import Sequence
 from typing import Final
 
-from ._model import Report
+from ._model import LabelsSummary, Report
 
 __all__ = [
     "NONE",
@@ -16,6 +16,7 @@ __all__ = [
     "count",
     "duration_label",
     "filters",
+    "labels_summary",
     "ms",
     "number",
     "percent",
@@ -180,3 +181,20 @@ def spark(values: Sequence[float | None], low: float, high: float) -> str:
             level = round((value - low) / span * (len(SPARKS) - 1))
             out.append(SPARKS[min(max(level, 0), len(SPARKS) - 1)])
     return "".join(out)
+
+
+def labels_summary(labels: LabelsSummary) -> str:
+    """``143 categorical labels, 2 duplicate keys, 10 blank labels left out; lead metric …``"""
+    if labels.whole_numbers:
+        kind = (
+            "whole-number labels, scored as classes, or as numbers where predictions have fractions"
+        )
+        lead = f"{labels.metric} / mae"
+    else:
+        kind, lead = f"{labels.kind} labels", labels.metric
+    parts = [f"{count(labels.count)} {kind}"]
+    if labels.duplicates:
+        parts.append(f"{count(labels.duplicates)} duplicate keys")
+    if labels.blank:
+        parts.append(f"{plural(labels.blank, 'blank label')} left out")
+    return ", ".join(parts) + f"; lead metric {lead}"

@@ -24,6 +24,7 @@ from ._format import (
     count,
     duration_label,
     filters,
+    labels_summary,
     ms,
     number,
     percent,
@@ -121,8 +122,7 @@ def _header(report: Report) -> str:
     if report.labels is not None:
         lab = report.labels
         parts.append(
-            f'<p class="meta">labels: {escape(lab.path)} · {count(lab.count)} {lab.kind} '
-            f"labels · lead metric {escape(lab.metric)}</p>"
+            f'<p class="meta">labels: {escape(lab.path)} · {escape(labels_summary(lab))}</p>'
         )
     chosen = filters(report)
     if chosen:

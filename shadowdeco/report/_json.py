@@ -19,7 +19,10 @@ statistic with no data is ``null`` (as is one that no float holds: the mean of o
       "filters": {"experiments": [], "since": null, "until": null, "outside_window": 0,
                   "unmatched_experiments": []},
       "labels": null | {"path": "...", "kind": "categorical" | "numeric", "count": 0,
-                        "duplicates": 0, "metric": "accuracy"},
+                        "duplicates": 0, "metric": "accuracy",
+                        "blank": 0,                # rows with no label, left out
+                        "whole_numbers": false},   # categorical, but numeric per experiment
+                                                   # where predictions have fractions
       "experiments": {
         "<name>": {
           "first": "...", "last": "...",          # first and last started_at

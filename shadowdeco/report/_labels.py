@@ -10,14 +10,19 @@ Two formats, told apart by the extension (``.csv`` / ``.tsv``; ``.jsonl`` / ``.n
 * CSV with a header row holding a ``key`` and a ``label`` column (other columns are ignored);
 * JSON lines, one ``{"key": ..., "label": ...}`` object per line.
 
-Keys are joined on as text (see :mod:`._values`); a key listed twice keeps its last label.
+Keys are joined on as text (see :mod:`._values`: a cell ``42.0`` joins a key ``42``); a key
+listed twice keeps its last label.  A row with no label (an empty CSV cell, a JSON ``null``, or
+NaN) is skipped and counted in ``blank``: its key is as unlabeled as a key the file never names.
 **The labels must fit in memory**: they are one dict of key → label (about 100 bytes a label),
 while the log itself is streamed.  A labels file that cannot be read or parsed stops the report
 before it starts with an :class:`InputError` naming the file and the line.
 
 The kind of the labels chooses the metrics: *numeric* (MAE, RMSE) when every label is a number
-and at least one is not a whole number, *categorical* (accuracy, macro-F1) otherwise — so class
-ids 0…9 are classes.  ``metric=`` overrides the choice.
+and at least one has a fraction or more than 50 distinct values are whole numbers (a
+regression target written ``275.0``); *categorical* (accuracy, macro-F1) otherwise — so class
+ids 0…9 are classes.  Whole-number labels (``whole_numbers``) are still scored as numbers in an
+experiment where either arm predicts a fraction for a labeled key (a rating of 1…5 predicted as
+3.7): see :mod:`._analyze`.  ``metric=`` overrides the choice, for every experiment.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from collections.abc import Iterator
 from typing import Any, Final, Literal
 
 from ._read import InputError
-from ._values import category, key_text, number, parse_number
+from ._values import key_text, label_text, number, parse_number
 
 __all__ = ["CATEGORICAL_METRICS", "METRICS", "NUMERIC_METRICS", "Labels", "load_labels"]
 
@@ -40,6 +45,10 @@ NUMERIC_METRICS: Final = ("mae", "rmse")
 METRICS: Final = CATEGORICAL_METRICS + NUMERIC_METRICS
 
 LabelKind = Literal["categorical", "numeric"]
+
+#: Labels that are whole numbers with more distinct values than this are quantities, not class
+#: ids (the same bound as for whole-number outputs).
+MAX_INTEGER_CLASSES: Final = 50
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +61,11 @@ class Labels:
     duplicates: int
     #: the metric the report leads with: chosen by ``kind`` unless named.
     metric: str
+    #: rows with no label (an empty cell, null, NaN): skipped, so their keys are unlabeled.
+    blank: int = 0
+    #: categorical labels that are all whole numbers, with the kind not named by ``metric=``:
+    #: an experiment whose predictions have fractions scores them as numbers (MAE) instead.
+    whole_numbers: bool = False
 
 
 def load_labels(path: str, metric: str | None = None) -> Labels:
@@ -65,16 +79,20 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
     # is known at the end, and the values are converted in place then.
     values: dict[str, Any] = {}
     shared: dict[str, str] = {}
-    duplicates = 0
+    duplicates = blank = 0
     all_numbers, fractional = True, False
+    wholes: set[float] = set()  # distinct whole-number labels, up to one past the bound
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             first = handle.read(1)
             handle.seek(0)
             for line, key, raw in _rows(path, handle, _is_jsonl(path, first)):
                 as_number = parse_number(raw) if isinstance(raw, str) else number(raw)
+                if raw is None or raw == "" or (as_number is not None and math.isnan(as_number)):
+                    blank += 1  # no label (yet): the key stays unlabeled
+                    continue
                 if as_number is not None and not math.isfinite(as_number):
-                    as_number = None  # NaN or infinite: no error can be measured against it
+                    as_number = None  # infinite: no error can be measured against it
                 if as_number is None:
                     all_numbers = False
                     if forced_numeric:
@@ -84,6 +102,8 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
                         )
                 elif not as_number.is_integer():
                     fractional = True
+                elif len(wholes) <= MAX_INTEGER_CLASSES:
+                    wholes.add(as_number)
                 if key in values:
                     duplicates += 1
                 values[key] = shared.setdefault(raw, raw) if isinstance(raw, str) else raw
@@ -94,21 +114,45 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
     except csv.Error as exc:
         raise InputError(f"cannot read labels {path}: {exc}") from exc
 
-    if forced_numeric:
-        kind: LabelKind = "numeric"
-    elif metric in CATEGORICAL_METRICS:
-        kind = "categorical"
-    else:
-        kind = "numeric" if values and all_numbers and fractional else "categorical"
+    kind, whole_numbers = _kind(
+        metric, bool(values) and all_numbers, fractional, len(wholes) > MAX_INTEGER_CLASSES
+    )
+    _convert(values, kind)
+    chosen = metric or ("mae" if kind == "numeric" else "accuracy")
+    return Labels(
+        path=path,
+        kind=kind,
+        values=values,
+        duplicates=duplicates,
+        metric=chosen,
+        blank=blank,
+        whole_numbers=whole_numbers,
+    )
+
+
+def _kind(
+    metric: str | None, numbers: bool, fractional: bool, many: bool
+) -> tuple[LabelKind, bool]:
+    """The labels' kind, and whether they are whole numbers an experiment may score as numbers
+    (``numbers``: every label is a finite number; ``many``: over 50 distinct whole numbers)."""
+    if metric in NUMERIC_METRICS:
+        return "numeric", False
+    if metric in CATEGORICAL_METRICS:
+        return "categorical", False
+    if numbers and (fractional or many):
+        return "numeric", False
+    return "categorical", numbers
+
+
+def _convert(values: dict[str, Any], kind: LabelKind) -> None:
+    """Each raw label as a float (numeric) or its text (categorical, one string per class)."""
     texts: dict[str, str] = {}
     for key, raw in values.items():  # replacing values, not keys, while iterating is safe
         if kind == "numeric":
             values[key] = parse_number(raw) if isinstance(raw, str) else number(raw)
         else:
-            text = category(raw)
+            text = label_text(raw)
             values[key] = texts.setdefault(text, text)
-    chosen = metric or ("mae" if kind == "numeric" else "accuracy")
-    return Labels(path=path, kind=kind, values=values, duplicates=duplicates, metric=chosen)
 
 
 def _is_jsonl(path: str, first: str) -> bool:
@@ -155,4 +199,4 @@ def _rows(path: str, handle: Any, jsonl: bool) -> Iterator[tuple[int, str, Any]]
         key, label = row.get("key"), row.get("label")
         if key is None or label is None or not key.strip():
             raise InputError(f"labels {path}, line {line}: a row without a key or a label")
-        yield line, key.strip(), label.strip()
+        yield line, key_text(key) or "", label.strip()

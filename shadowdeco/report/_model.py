@@ -222,7 +222,8 @@ class GroundTruth:
     candidate: Mapping[str, float | None]
     #: candidate minus live, per metric.
     difference: Mapping[str, float | None]
-    #: ``"candidate"``, ``"live"``, ``"tie"`` by the lead metric, or None without scores.
+    #: ``"candidate"``, ``"live"``, ``"tie"`` by the lead metric, or None without scores or
+    #: when no prediction of either arm equals its label (warning ``labels_never_match``).
     better: str | None
 
 
@@ -277,6 +278,11 @@ class LabelsSummary:
     count: int
     duplicates: int
     metric: str
+    #: rows with no label (an empty cell, null, NaN), left out.
+    blank: int = 0
+    #: categorical labels that are all whole numbers: scored as numbers (MAE) in an experiment
+    #: whose predictions have fractions (see :class:`GroundTruth` ``kind`` per experiment).
+    whole_numbers: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from ._format import (
     count,
     duration_label,
     filters,
+    labels_summary,
     ms,
     number,
     percent,
@@ -33,6 +34,8 @@ __all__ = ["render_text"]
 
 _RULE_WIDTH = 78
 _ENGINEERING_WARNINGS = frozenset({"candidate_types"})
+#: Shown with the scores against ground truth, in section 3.
+_PERFORMANCE_WARNINGS = frozenset({"labels_never_match"})
 
 
 def render_text(report: Report) -> str:
@@ -61,11 +64,7 @@ def _header(report: Report) -> list[str]:
         lines.append(f"filters: {chosen}")
     if report.labels is not None:
         labels = report.labels
-        dupes = f", {count(labels.duplicates)} duplicate keys" if labels.duplicates else ""
-        lines.append(
-            f"labels: {labels.path} ({count(labels.count)} {labels.kind} labels{dupes}; "
-            f"lead metric {labels.metric})"
-        )
+        lines.append(f"labels: {labels.path} ({labels_summary(labels)})")
     if report.malformed:
         shown = ", ".join(f"{m.path}:{m.line} ({m.reason})" for m in report.malformed_examples)
         more = "" if report.malformed <= len(report.malformed_examples) else ", …"
@@ -255,7 +254,11 @@ def _outputs(exp: Experiment) -> list[str]:
                 lines.append(f"   ({count(conf.untracked)} pairs past the cap are in no cell)")
     else:
         lines += ["", *_numeric(exp)]
-    lines += [f"   ! {w.message}" for w in exp.warnings if w.code not in _ENGINEERING_WARNINGS]
+    lines += [
+        f"   ! {w.message}"
+        for w in exp.warnings
+        if w.code not in _ENGINEERING_WARNINGS and w.code not in _PERFORMANCE_WARNINGS
+    ]
     return lines
 
 
@@ -309,6 +312,7 @@ def _performance(exp: Experiment) -> list[str]:
         lines.append(f"   mean score {number(a.score_mean)} over {count(a.score_n)} results")
     if exp.ground_truth is not None:
         lines += ["", *_ground_truth(exp.ground_truth)]
+    lines += [f"   ! {w.message}" for w in exp.warnings if w.code in _PERFORMANCE_WARNINGS]
     return lines
 
 

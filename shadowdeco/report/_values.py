@@ -2,15 +2,22 @@
 
 >>> category("churn"), category(1.0), category(None), category({"status": 503, "body_sha256": "…"})
 ('churn', '1', 'null', '503')
->>> key_text(42) == key_text("42") == key_text(42.0)
+>>> key_text(42) == key_text("42") == key_text(42.0) == key_text("42.0")
 True
+>>> label_text("1.0"), label_text(" TRUE "), label_text("007")
+('1', 'true', '007')
 
 Outputs are counted, compared with labels and joined on as *text*: strings as they are, numbers
 in their shortest form (``1.0`` and ``1`` are both ``"1"``), ``None`` as ``null``, booleans as
-``true`` / ``false``, other JSON values in a canonical (sorted-keys) JSON spelling.  So a CSV
-label ``1`` matches a prediction ``1`` or ``1.0``, and a result key ``42`` matches a CSV key
-``42``.  An HTTP response recorded by the middleware (a dict with ``status`` and
-``body_sha256``) counts as its status code.
+``true`` / ``false``, other JSON values in a canonical (sorted-keys) JSON spelling.  An HTTP
+response recorded by the middleware (a dict with ``status`` and ``body_sha256``) counts as its
+status code.
+
+Keys, and labels with the predictions they are scored against, go one step further: text that
+spells a JSON number or a boolean (see :func:`from_text`) counts as that number or boolean, on
+both sides.  A CSV file has no types, so its cell ``1.0`` is the number a JSON file would hold:
+a CSV label ``1.0`` matches a prediction ``1``, ``True`` matches ``true``, and a key ``42.0``
+joins a result key ``42`` or ``"42"``.
 """
 
 from __future__ import annotations
@@ -18,9 +25,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any, Final
 
-__all__ = ["category", "describe", "is_http", "key_text", "number", "parse_number", "type_name"]
+__all__ = [
+    "category",
+    "describe",
+    "from_text",
+    "is_http",
+    "key_text",
+    "label_text",
+    "number",
+    "parse_number",
+    "type_name",
+]
 
 #: How the v1 shape spells the floats JSON cannot hold.
 NON_FINITE: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -31,6 +49,12 @@ _MAX_TEXT: Final = 120
 #: The text of a value nested deeper than the JSON encoder goes (a few levels less than the
 #: parser, so a line can parse and still hold one).
 _TOO_DEEP: Final = "(nested too deeply)"
+#: A number as JSON or a CSV writer spells it: ASCII digits without a leading zero (``007`` is
+#: an id, not 7), an optional sign, fraction and exponent.  ``1_000``, ``nan`` and ``inf``,
+#: which ``float()`` also takes, are not numbers here.
+_NUMBER: Final = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NUMBER_START: Final = frozenset("+-.0123456789")
+_BOOLEANS: Final = {"true": True, "false": False}
 
 
 def is_http(value: Any) -> bool:
@@ -81,12 +105,51 @@ def describe(value: Any) -> tuple[str, str, float | None]:
     return category(value), type_name(value), number(value)
 
 
+def from_text(text: str) -> Any:
+    """The JSON number or boolean that ``text`` spells, else ``text`` itself.
+
+    >>> from_text("42"), from_text(" 1.0 "), from_text("-2.5e3"), from_text("False")
+    (42, 1.0, -2500.0, False)
+    >>> from_text("007"), from_text("830e4"), from_text("nan"), from_text("1e999")
+    ('007', 8300000.0, 'nan', '1e999')
+
+    Numbers follow :data:`_NUMBER` (whole numbers without a fraction or exponent are ints, read
+    exactly, as the JSON parser reads them); ``true`` / ``false`` in any case are booleans.
+    Text past the float range stays text.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return text
+    if stripped[0] in _NUMBER_START:
+        if _NUMBER.fullmatch(stripped) is None:
+            return text
+        if "." not in stripped and "e" not in stripped and "E" not in stripped:
+            try:
+                return int(stripped)
+            except ValueError:  # more digits than int() converts
+                return text
+        x = float(stripped)
+        return x if math.isfinite(x) else text
+    flag = _BOOLEANS.get(stripped.lower())
+    return text if flag is None else flag
+
+
+def label_text(value: Any) -> str:
+    """The text a label, or a prediction scored against one, is compared as: :func:`category`
+    of the value, where text that spells a number or a boolean counts as that value."""
+    return category(from_text(value) if isinstance(value, str) else value)
+
+
 def key_text(value: Any) -> str | None:
-    """The text a result's ``key`` and a label's key are joined on; None for no key."""
+    """The text a result's ``key`` and a label's key are joined on; None for no key.
+
+    Text is trimmed, and text that spells a number or a boolean joins as that value."""
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip()
+        value = from_text(value)
+        if isinstance(value, str):  # spells no number or boolean
+            return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
