@@ -7,6 +7,7 @@ import doctest
 import gzip
 import importlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import types
 import unicodedata
 import zlib
 from collections.abc import Iterable, Sequence
@@ -407,8 +409,9 @@ def test_keys_join_as_text(tmp_path: Path) -> None:
 
 
 def test_whole_number_labels_of_a_regression_are_scored_as_numbers(tmp_path: Path) -> None:
-    """Whole-number labels written as 275.0 score by MAE when there are many distinct values or
-    the predictions have fractions; few class ids with whole predictions stay classes."""
+    """Whole-number labels written as 275.0 score by MAE when the predictions have fractions
+    (on more than 1 % of the labeled results); with whole predictions they are classes, however
+    many (100 class ids are classes)."""
     # Many distinct whole labels (a regression target such as scikit-learn's diabetes).
     many = [(i, f"{25 + 3 * i}.0") for i in range(60)]
     live = [
@@ -436,12 +439,19 @@ def test_whole_number_labels_of_a_regression_are_scored_as_numbers(tmp_path: Pat
     gt = only(build(log, labels=tmp_path / "ratings.csv")).ground_truth
     assert gt is not None
     assert (gt.kind, gt.live["accuracy"], gt.candidate["accuracy"]) == ("categorical", 1.0, 0.2)
-    # Many distinct whole labels with whole predictions are quantities.
-    counts = [result(i, live=arm(25 + 3 * i), candidate=arm(25 + 3 * i + 1)) for i in range(60)]
-    log = write(tmp_path / "counts.jsonl", counts)
+    # Many distinct whole labels with whole predictions: class ids (CIFAR-100's 100 classes).
+    ids = [result(i, live=arm(25 + 3 * i), candidate=arm(25 + 3 * i + 1)) for i in range(60)]
+    log = write(tmp_path / "ids.jsonl", ids)
     gt = only(build(log, labels=tmp_path / "many.csv")).ground_truth
     assert gt is not None
-    assert (gt.kind, gt.live["mae"], gt.candidate["mae"]) == ("numeric", 0.0, 1.0)
+    assert (gt.kind, gt.live["accuracy"], gt.candidate["accuracy"]) == ("categorical", 1.0, 0.0)
+    # One stray fraction among 200 ratings does not change the metric.
+    stray = [result(i, live=arm(i % 5 + 1), candidate=arm(i % 5 + 1)) for i in range(200)]
+    stray[150]["candidate"]["value"] = 2.5
+    ratings200 = write_labels(tmp_path / "r200.csv", [(i, i % 5 + 1) for i in range(200)])
+    gt = only(build(write(tmp_path / "stray.jsonl", stray), labels=ratings200)).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.live["accuracy"], gt.candidate["accuracy"]) == ("categorical", 1.0, 0.995)
 
 
 def test_no_prediction_matching_a_label_is_no_tie(
@@ -533,15 +543,40 @@ def test_csv_cells_join_and_match_as_the_numbers_and_booleans_they_spell(tmp_pat
     assert gt.candidate["accuracy"] == pytest.approx(6 / 12)
     keyed = [result(i, live=arm(i % 2), candidate=arm(0)) for i in range(4)]
     keyed += [result(4, key="007", live=arm(1)), result(5, key="830e4", live=arm(1))]
-    keyed += [result(6, key="1.50", live=arm(1))]
-    rows = [(f"{float(i)}", i % 2) for i in range(4)] + [("007", 1), ("830e4", 1), ("1.5", 1)]
+    keyed += [result(6, key=1.5, live=arm(1)), result(7, key=8300000, live=arm(1))]
+    rows = [(f"{float(i)}", i % 2) for i in range(4)] + [("007", 1), ("830e4", 1), ("1.50", 1)]
     labels = write_labels(tmp_path / "keys.csv", rows)
     gt = only(build(write(tmp_path / "k.jsonl", keyed), labels=labels)).ground_truth
     assert gt is not None
-    assert (gt.labeled, gt.unlabeled, gt.live["accuracy"]) == (7, 0, 1.0)
-    assert key_text("830e4") == key_text(8300000) == "8300000"
+    assert (gt.labeled, gt.unlabeled, gt.live["accuracy"]) == (8, 0, 1.0)
+    assert key_text("830e4") == "830e4"  # a string in a log is the string it is
     assert key_text("007") == "007"
-    assert key_text(" TRUE ") == key_text(True) == "true"
+
+
+def test_json_strings_that_spell_numbers_stay_strings(tmp_path: Path) -> None:
+    """In JSON (labels, keys, predictions) a string keeps its type: ids "12e4" and "120e3"
+    are two keys, a version "1.10" is not "1.1"; zip codes with a leading zero are classes."""
+    rows = [("12e4", "a"), ("120e3", "b"), ("1e5", "c"), ("100000", "d")]
+    rows += [("v1", "1.10"), ("v2", "1000")]
+    labels = write_labels(tmp_path / "l.jsonl", rows)
+    records = [result(i, key=k, live=arm(v), candidate=arm(v)) for i, (k, v) in enumerate(rows[:4])]
+    records += [result(4, key="v1", live=arm("1.10"), candidate=arm("1.1"))]
+    records += [result(5, key="v2", live=arm("1000"), candidate=arm("1e3"))]
+    rep = build(write(tmp_path / "s.jsonl", records), labels=labels)
+    assert rep.labels is not None
+    assert (rep.labels.count, rep.labels.duplicates) == (6, 0)
+    gt = only(rep).ground_truth
+    assert gt is not None
+    assert (gt.live["accuracy"], gt.candidate["accuracy"]) == (1.0, pytest.approx(4 / 6))
+    zips = [(f"0{2100 + i}", f"0{2100 + i}") for i in range(60)]
+    zip_labels = write_labels(tmp_path / "zips.csv", zips)
+    answers = [
+        result(i, key=k, live=arm(v), candidate=arm(v if i % 4 else "00000"))
+        for i, (k, v) in enumerate(zips)
+    ]
+    gt = only(build(write(tmp_path / "z.jsonl", answers), labels=zip_labels)).ground_truth
+    assert gt is not None
+    assert (gt.kind, gt.live["accuracy"], gt.candidate["accuracy"]) == ("categorical", 1.0, 0.75)
 
 
 # -- reading: files, backups, filters, bad input ----------------------------------------------
@@ -1329,7 +1364,7 @@ def test_stats_lines_of_a_restarted_process_with_the_same_pid_add_up(tmp_path: P
     """A container restarted runs as the same pid on the same host: each lifetime's counters
     count (the process tag names the lifetime, not only host:pid)."""
     tag = (
-        "import os; os.getpid = lambda: 1; from shadowdeco import report; "
+        "import os, random; os.getpid = lambda: 1; random.seed(0); from shadowdeco import report; "
         "print(report.stats_record('exp', report.Stats(*[0] * 13))['process'])"
     )
 
@@ -1415,3 +1450,33 @@ def test_a_flat_sparkline_sits_at_its_level() -> None:
     assert spark([0.0, 0.0], 0.0, 0.0) == SPARKS[0] * 2
     assert spark([1.0, 1.0], 1.0, 1.0) == SPARKS[-1] * 2
     assert spark([0.5, None], 0.5, 0.5) == SPARKS[len(SPARKS) // 2] + " "
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe that hands out one byte per read, as a slow writer's pipe may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._data or not len(buffer):
+            return 0
+        buffer[0:1], self._data = self._data[:1], self._data[1:]
+        return 1
+
+
+def test_gzip_on_stdin_split_across_reads_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = gzip.compress("".join(json.dumps(result(i)) + "\n" for i in range(5)).encode())
+    fake = types.SimpleNamespace(buffer=_Trickle(data))
+    monkeypatch.setattr(sys, "stdin", fake)
+    assert report.build_report(["-"]).results == 5
+
+
+def test_a_flat_agreement_line_is_drawn_on_the_whole_scale(tmp_path: Path) -> None:
+    records = [result(i, started=T0 + 600 * (i // 2), match=i % 2 == 0) for i in range(40)]
+    text = report.render_text(build(write(tmp_path / "s.jsonl", records)))
+    line = next(line for line in text.splitlines() if "over time" in line)
+    assert "▁ 0.0% … █ 100.0%" in line, line

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
-import random
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -165,7 +164,7 @@ def _moment(value: Moment, name: str) -> float | None:
 
 #: Tells apart the lifetimes of processes that share a host and pid (a container restarted
 #: runs as pid 1 again): a process's counters start from zero in each.
-_LIFETIME = f"{random.getrandbits(32):08x}"
+_LIFETIME = os.urandom(4).hex()  # not `random`: an app may seed it the same in every run
 
 
 def stats_record(source: _Experiment | str, stats: Stats | None = None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from ._model import (
 )
 from ._read import EARLIEST, Problems, Source, read_records, record_time
 from ._stats import CappedCounter, Moments, Reservoir, TimeBuckets, macro_f1, quantile
-from ._values import describe, key_text, label_text, number, parse_number
+from ._values import describe, key_text, number, parse_number
 
 __all__ = ["analyze"]
 
@@ -235,7 +235,10 @@ class _TruthAcc:
         if text is None:
             self.no_key += 1
             return
-        label = self.labels.values.get(text)
+        labels = self.labels
+        label = labels.values.get(text)
+        if label is None and text in labels.aliases:  # a CSV key 42.0 for a key 42
+            label = labels.values.get(labels.aliases[text])
         if label is None:
             self.unlabeled += 1
             return
@@ -270,8 +273,12 @@ class _TruthAcc:
         return cached[text]
 
     def numeric(self) -> bool:
-        """Score as numbers: numeric labels, or whole-number labels and fractional predictions."""
-        return self.classes is None or (self.numbers is not None and self.fractional > 0)
+        """Score as numbers: numeric labels, or whole-number labels with predictions that have
+        fractions on more than 1 % of the labeled results (a stray 2.5 among ratings does not
+        change the metric)."""
+        return self.classes is None or (
+            self.numbers is not None and self.fractional * 100 > self.labeled
+        )
 
 
 def _finite(value: object) -> TypeGuard[int | float]:
@@ -301,10 +308,9 @@ def _bad_duration(record: dict[str, Any]) -> str | None:
 
 
 def _class_text(observed: tuple[bool, Any, str]) -> str:
-    """A prediction's text against class labels: text that spells a number or a boolean counts
-    as one, as in the labels (``"1.0"`` matches a label ``1``)."""
-    _, value, text = observed
-    return label_text(value) if value.__class__ is str else text
+    """A prediction's text against class labels: as counted among the outputs (a string stays
+    the string it is: ``"1.10"`` is not ``1.1``)."""
+    return observed[2]
 
 
 def _usable_number(observed: tuple[bool, Any, str]) -> float | None:

@@ -18,11 +18,11 @@ while the log itself is streamed.  A labels file that cannot be read or parsed s
 before it starts with an :class:`InputError` naming the file and the line.
 
 The kind of the labels chooses the metrics: *numeric* (MAE, RMSE) when every label is a number
-and at least one has a fraction or more than 50 distinct values are whole numbers (a
-regression target written ``275.0``); *categorical* (accuracy, macro-F1) otherwise — so class
-ids 0…9 are classes.  Whole-number labels (``whole_numbers``) are still scored as numbers in an
-experiment where either arm predicts a fraction for a labeled key (a rating of 1…5 predicted as
-3.7): see :mod:`._analyze`.  ``metric=`` overrides the choice, for every experiment.
+and at least one has a fraction; *categorical* (accuracy, macro-F1) otherwise, so class ids
+0…99 are classes.  Whole-number labels (``whole_numbers``: a regression target written
+``275.0``, a rating 1…5) are scored as numbers in an experiment where more than 1 % of the
+labeled results have a prediction with a fraction: see :mod:`._analyze`.  ``metric=``
+overrides the choice, for every experiment.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from typing import Any, Final, Literal
 
 from ._read import InputError
-from ._values import key_text, label_text, number, parse_number
+from ._values import category, from_text, key_text, label_text, number, parse_number
 
 __all__ = ["CATEGORICAL_METRICS", "METRICS", "NUMERIC_METRICS", "Labels", "load_labels"]
 
@@ -46,8 +46,8 @@ METRICS: Final = CATEGORICAL_METRICS + NUMERIC_METRICS
 
 LabelKind = Literal["categorical", "numeric"]
 
-#: Labels that are whole numbers with more distinct values than this are quantities, not class
-#: ids (the same bound as for whole-number outputs).
+#: Outputs that are whole numbers with more distinct values than this are quantities, not
+#: class ids.  (Labels are not judged by count: 100 class ids are classes.)
 MAX_INTEGER_CLASSES: Final = 50
 
 
@@ -66,6 +66,8 @@ class Labels:
     #: categorical labels that are all whole numbers, with the kind not named by ``metric=``:
     #: an experiment whose predictions have fractions scores them as numbers (MAE) instead.
     whole_numbers: bool = False
+    #: CSV keys that spell a number, by the number's text (``"42"`` for a cell ``42.0``)
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def load_labels(path: str, metric: str | None = None) -> Labels:
@@ -81,12 +83,12 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
     shared: dict[str, str] = {}
     duplicates = blank = 0
     all_numbers, fractional = True, False
-    wholes: set[float] = set()  # distinct whole-number labels, up to one past the bound
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             first = handle.read(1)
             handle.seek(0)
-            for line, key, raw in _rows(path, handle, _is_jsonl(path, first)):
+            jsonl = _is_jsonl(path, first)
+            for line, key, raw in _rows(path, handle, jsonl):
                 as_number = parse_number(raw) if isinstance(raw, str) else number(raw)
                 if raw is None or raw == "" or (as_number is not None and math.isnan(as_number)):
                     blank += 1  # no label (yet): the key stays unlabeled
@@ -102,8 +104,6 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
                         )
                 elif not as_number.is_integer():
                     fractional = True
-                elif len(wholes) <= MAX_INTEGER_CLASSES:
-                    wholes.add(as_number)
                 if key in values:
                     duplicates += 1
                 values[key] = shared.setdefault(raw, raw) if isinstance(raw, str) else raw
@@ -114,10 +114,8 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
     except csv.Error as exc:
         raise InputError(f"cannot read labels {path}: {exc}") from exc
 
-    kind, whole_numbers = _kind(
-        metric, bool(values) and all_numbers, fractional, len(wholes) > MAX_INTEGER_CLASSES
-    )
-    _convert(values, kind)
+    kind, whole_numbers = _kind(metric, bool(values) and all_numbers, fractional)
+    _convert(values, kind, typed=jsonl)
     chosen = metric or ("mae" if kind == "numeric" else "accuracy")
     return Labels(
         path=path,
@@ -127,31 +125,45 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
         metric=chosen,
         blank=blank,
         whole_numbers=whole_numbers,
+        aliases={} if jsonl else _number_keys(values),
     )
 
 
-def _kind(
-    metric: str | None, numbers: bool, fractional: bool, many: bool
-) -> tuple[LabelKind, bool]:
+def _number_keys(values: dict[str, Any]) -> dict[str, str]:
+    """CSV keys that spell a number, by that number's text (``"42.0"`` → ``"42"``): a CSV
+    cell has no type, so it joins a result key ``42`` too.  A key the file names itself
+    wins over another's alias."""
+    aliases: dict[str, str] = {}
+    for key in values:
+        value = from_text(key)
+        if not isinstance(value, str):
+            alias = key_text(value)
+            if alias is not None and alias != key and alias not in values:
+                aliases.setdefault(alias, key)
+    return aliases
+
+
+def _kind(metric: str | None, numbers: bool, fractional: bool) -> tuple[LabelKind, bool]:
     """The labels' kind, and whether they are whole numbers an experiment may score as numbers
-    (``numbers``: every label is a finite number; ``many``: over 50 distinct whole numbers)."""
+    (``numbers``: every label is a finite number)."""
     if metric in NUMERIC_METRICS:
         return "numeric", False
     if metric in CATEGORICAL_METRICS:
         return "categorical", False
-    if numbers and (fractional or many):
+    if numbers and fractional:
         return "numeric", False
     return "categorical", numbers
 
 
-def _convert(values: dict[str, Any], kind: LabelKind) -> None:
-    """Each raw label as a float (numeric) or its text (categorical, one string per class)."""
+def _convert(values: dict[str, Any], kind: LabelKind, *, typed: bool) -> None:
+    """Each raw label as a float (numeric) or its text (categorical, one string per class);
+    ``typed``: from JSON, whose strings are strings, not the numbers they may spell."""
     texts: dict[str, str] = {}
     for key, raw in values.items():  # replacing values, not keys, while iterating is safe
         if kind == "numeric":
             values[key] = parse_number(raw) if isinstance(raw, str) else number(raw)
-        else:
-            text = label_text(raw)
+        else:  # a CSV cell spelling a number or boolean is one; JSON values keep their type
+            text = category(raw) if typed else label_text(raw)
             values[key] = texts.setdefault(text, text)
 
 
@@ -199,4 +211,4 @@ def _rows(path: str, handle: Any, jsonl: bool) -> Iterator[tuple[int, str, Any]]
         key, label = row.get("key"), row.get("label")
         if key is None or label is None or not key.strip():
             raise InputError(f"labels {path}, line {line}: a row without a key or a label")
-        yield line, key_text(key) or "", label.strip()
+        yield line, key.strip(), label.strip()

@@ -160,18 +160,46 @@ def _check_readable(path: str) -> None:
 @contextlib.contextmanager
 def _open(source: Source) -> Iterator[IO[bytes]]:
     with contextlib.ExitStack() as stack:
-        raw: io.BufferedReader
-        if source.path == "-":  # stdin: buffered, to look at its start (and never closed)
-            stdin: Any = sys.stdin.buffer
-            raw = stdin if isinstance(stdin, io.BufferedReader) else io.BufferedReader(stdin)
+        raw: IO[bytes]
+        if source.path == "-":  # stdin (never closed): its first two bytes, then the rest
+            stdin = sys.stdin.buffer
+            head = b""
+            while len(head) < 2:  # two bytes or the end, however a pipe splits them
+                more = stdin.read(2 - len(head))
+                if not more:
+                    break
+                head += more
+            raw = io.BufferedReader(_Prefixed(head, stdin))
         else:
             raw = stack.enter_context(open(source.path, "rb"))
-        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            head = raw.peek(2)[:2]  # type: ignore[attr-defined]  # a file's peek is whole
+        if head == _GZIP_MAGIC:
             unzipped = gzip.GzipFile(fileobj=raw)
             stack.callback(unzipped.close)
             yield unzipped  # type: ignore[misc] # GzipFile reads bytes as IO[bytes] does
         else:
             yield raw
+
+
+class _Prefixed(io.RawIOBase):
+    """``head``, then what ``rest`` reads: a stream whose first bytes were looked at."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = getattr(self._rest, "read1", self._rest.read)(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def read_records(

@@ -303,6 +303,8 @@ def _performance(exp: Experiment) -> list[str]:
     known = [r for r in rates if r is not None]
     if len(known) > 1:
         low, high = min(known), max(known)
+        if low == high:  # flat: drawn on the whole 0-100 % scale, and said so
+            low, high = 0.0, 1.0
         worst = min((b for b in a.buckets if b.rate is not None), key=lambda b: b.rate or 0.0)
         lines.append(
             f"   over time  {spark(rates, low, high)}  ({duration_label(a.bucket_seconds)} "

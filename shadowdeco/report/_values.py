@@ -2,8 +2,8 @@
 
 >>> category("churn"), category(1.0), category(None), category({"status": 503, "body_sha256": "…"})
 ('churn', '1', 'null', '503')
->>> key_text(42) == key_text("42") == key_text(42.0) == key_text("42.0")
-True
+>>> key_text(42) == key_text("42") == key_text(42.0), key_text("42.0")
+(True, '42.0')
 >>> label_text("1.0"), label_text(" TRUE "), label_text("007")
 ('1', 'true', '007')
 
@@ -13,11 +13,10 @@ in their shortest form (``1.0`` and ``1`` are both ``"1"``), ``None`` as ``null`
 response recorded by the middleware (a dict with ``status`` and ``body_sha256``) counts as its
 status code.
 
-Keys, and labels with the predictions they are scored against, go one step further: text that
-spells a JSON number or a boolean (see :func:`from_text`) counts as that number or boolean, on
-both sides.  A CSV file has no types, so its cell ``1.0`` is the number a JSON file would hold:
-a CSV label ``1.0`` matches a prediction ``1``, ``True`` matches ``true``, and a key ``42.0``
-joins a result key ``42`` or ``"42"``.
+A CSV file has no types, so its cells go one step further (see :func:`from_text`): a CSV
+label that spells a JSON number or a boolean is that value (``1.0`` matches a prediction ``1``,
+``True`` matches ``true``), and a CSV key ``42.0`` also joins a result key ``42``.  Strings in
+JSON (labels, keys, predictions) keep their type: ``"1.10"`` is not ``1.1``.
 """
 
 from __future__ import annotations
@@ -143,13 +142,13 @@ def label_text(value: Any) -> str:
 def key_text(value: Any) -> str | None:
     """The text a result's ``key`` and a label's key are joined on; None for no key.
 
-    Text is trimmed, and text that spells a number or a boolean joins as that value."""
+    Text is trimmed; a string that spells a number stays that string (``"1e5"`` is an id, not
+    100000).  A CSV key, which has no type, also joins as the number it spells: see
+    :mod:`._labels`."""
     if value is None:
         return None
     if isinstance(value, str):
-        value = from_text(value)
-        if isinstance(value, str):  # spells no number or boolean
-            return value.strip()
+        return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
