@@ -20,23 +20,33 @@ worker writes their answers together (at the batch's end, or every 50 ms), read 
 Workers are reused between calls.  A worker that dies (a segfault, an OOM kill, ``os._exit``)
 fails the calls whose answers had not come back, with ``BrokenProcessPool`` (a lone call: only
 that one); it is counted in ``restarts`` and a fresh process takes its place for the next
-call.  Workers run ``nice`` steps (10 by default) below the parent's CPU priority: a shadow
-must not take CPU time from the live processes of a busy machine (``benchmarks/cpu_bound.py``,
-a competing process on the other core: live kept 0.86-0.98x at 10, 0.75-0.84x at 0).  The
+call.  One found dead as the calls are sent to it (it died while idle: nothing ran) is counted
+too, and the calls go once more to a fresh one.  Unlike a thread, a worker process can be
+killed: a shadowdeco lane holds a worker for a batch (:meth:`ProcessPool._lease`) and the
+timer kills it at the batch's deadline (counted in ``restarts``).  :meth:`ProcessPool.shutdown`
+never kills a worker under a call; a process forked from this one starts with no workers (it
+must not read the answers meant for the parent).
+
+Workers run ``nice`` steps (10 by default) below the parent's CPU priority: a shadow must not
+take CPU time from the live processes of a busy machine (``benchmarks/cpu_bound.py``, a
+competing process on the other core: live kept 0.86-0.98x at 10, 0.75-0.84x at 0).  The
 ``spawn`` start method is the default: forking a process that runs threads is unsafe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import pickle
 import queue
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, TypeVar
@@ -66,6 +76,13 @@ def _serve(conn: multiprocessing.connection.Connection, nice: int) -> None:
     until the pipe closes; one answer per call, written together (see :data:`_WRITE_EVERY`)."""
     if nice and hasattr(os, "nice"):
         os.nice(nice)
+    try:
+        _serve_batches(conn)
+    except OSError:  # the parent closed the pipe (it shut the pool down, or ended): no one to tell
+        return
+
+
+def _serve_batches(conn: multiprocessing.connection.Connection) -> None:
     while True:
         try:
             data = conn.recv_bytes()
@@ -117,11 +134,13 @@ class PoolClosed(RuntimeError):
 
 
 class _Died(Exception):
-    """The worker process ended under a batch: the answers it gave before."""
+    """The worker process ended under a batch: the answers it gave before, and whether the
+    batch reached it (if not, nothing of it ran)."""
 
-    def __init__(self, answers: list[tuple[str, Any]]) -> None:
+    def __init__(self, answers: list[tuple[str, Any]], *, sent: bool = True) -> None:
         super().__init__("a worker process died")
         self.answers = answers
+        self.sent = sent
 
 
 class _Worker:
@@ -131,11 +150,15 @@ class _Worker:
         self.process = context.Process(target=_serve, args=(child, nice), daemon=True)  # type: ignore[attr-defined]
         self.process.start()
         child.close()
+        self.killed = False  # by the pool, at a deadline (under its lock)
 
     def call_each(self, data: bytes, count: int) -> list[tuple[str, Any]]:
         """Send a batch of ``count`` calls; their answers, in order (waiting with the GIL
         released).  Raises :class:`_Died` if the process ends first."""
-        self.conn.send_bytes(data)
+        try:
+            self.conn.send_bytes(data)
+        except OSError as exc:  # it died while idle (an OOM kill): the batch never reached it
+            raise _Died([], sent=False) from exc
         answers: list[tuple[str, Any]] = []
         buffer = bytearray()
         try:
@@ -182,6 +205,36 @@ class _Worker:
             self.process.join(1)
 
 
+class _Lease:
+    """A worker slot held by one thread for one or more calls (a lane holds one for a batch):
+    the worker process it runs them on, and :meth:`kill`, for a deadline."""
+
+    __slots__ = ("killed", "lock", "pool", "worker")
+
+    def __init__(self, pool: ProcessPool) -> None:
+        self.pool = pool
+        self.lock = threading.Lock()  # worker and killed: the holder and a killer race
+        self.worker: _Worker | None = None
+        self.killed = False
+
+    def kill(self) -> None:
+        """Kill the worker process running this lease's calls (its deadline passed), counted
+        in ``restarts`` at once; the holder finds it dead and replaces it, and later calls on
+        the lease run nothing."""
+        with self.lock:
+            self.killed = True
+            if self.worker is not None:
+                self.pool._kill(self.worker)
+
+
+_DIED: Final = "the worker process died before this call's answer came"
+_KILLED: Final = "the worker process was killed at the timeout"
+
+
+def _broken(count: int, message: str) -> list[tuple[str, Any]]:
+    return [("raised", BrokenProcessPool(message))] * count
+
+
 class ProcessPool(Executor):
     """Up to ``max_workers`` worker processes (default: the number of CPUs), each run at a CPU
     priority ``nice`` steps below this process's (10 by default; 0 keeps it): on a busy machine
@@ -216,14 +269,22 @@ class ProcessPool(Executor):
             self._context = mp_context
         else:
             raise TypeError(f"mp_context must be a start method or a context, got {mp_context!r}")
+        self._closed = False
+        #: worker processes that died (or were killed at a deadline) and were replaced
+        self.restarts = 0
+        self._start_fresh()
+        _pools.add(self)
+
+    def _start_fresh(self) -> None:
+        """No workers, no calls in progress: a new pool, or a forked child's copy of one."""
         self._slots = threading.BoundedSemaphore(self.max_workers)
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        self._busy = 0  # leases held (under the lock): shutdown(wait=True) waits for them
         self._workers: set[_Worker] = set()
         self._threads: ThreadPoolExecutor | None = None
-        self._closed = False
-        #: worker processes that died and were replaced
-        self.restarts = 0
+        self._local = threading.local()  # .lease: the one this thread holds
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker process; block (GIL released) for it."""
@@ -241,78 +302,189 @@ class ProcessPool(Executor):
         so a call that fails does not fail the others.  The worker writes its answers
         together, at the end or every :data:`_WRITE_EVERY` seconds; if it dies, the calls
         whose answers had not come back get ``BrokenProcessPool`` (the one that killed it, and
-        those of its last moments or not begun), and a fresh worker takes its place.  Raises
-        what pickling the calls raises (then nothing ran), and :class:`PoolClosed` (a
-        ``RuntimeError``) after :meth:`shutdown`.
+        those of its last moments or not begun), and a fresh worker takes its place.  A worker
+        found dead when the calls are sent (nothing ran) is replaced and the calls sent once
+        more.  Raises what pickling the calls raises (then nothing ran), and
+        :class:`PoolClosed` (a ``RuntimeError``) after :meth:`shutdown`.  On a thread that
+        holds a lease (a shadowdeco lane, for a batch), the calls run on its worker.
         """
+        return self._call_each(calls, admitted=False)
+
+    def _call_each(self, calls: Sequence[Call], *, admitted: bool) -> list[tuple[str, Any]]:
         data = pickle.dumps(list(calls))  # once per batch, in the caller
-        with self._slots:
-            worker = self._take()
+        lease: _Lease | None = getattr(self._local, "lease", None)
+        if lease is not None:
+            return self._run(lease, data, len(calls))
+        with self._lease(admitted=admitted) as lease:
+            return self._run(lease, data, len(calls))
+
+    @contextlib.contextmanager
+    def _lease(self, *, admitted: bool = False) -> Iterator[_Lease]:
+        """Hold a worker slot (waiting, the GIL released, for a free one) for the calls this
+        thread makes meanwhile; ``kill()`` on it kills the worker process running them.
+
+        Raises :class:`PoolClosed` after :meth:`shutdown` (``admitted``: a future submitted
+        before it, which still runs).  A lease held when the pool shuts down keeps running.
+        """
+        self._slots.acquire()
+        with self._lock:
+            if self._closed and not admitted:
+                self._slots.release()
+                raise PoolClosed("cannot schedule new futures after shutdown")
+            self._busy += 1
+        lease = _Lease(self)
+        self._local.lease = lease
+        try:
+            yield lease
+        finally:
+            self._local.lease = None
+            self._release(lease)
+
+    def _run(self, lease: _Lease, data: bytes, count: int) -> list[tuple[str, Any]]:
+        retried = False
+        while True:
+            with lease.lock:
+                killed, worker = lease.killed, lease.worker
+            if killed:
+                return _broken(count, _KILLED)
+            if worker is None:
+                worker = self._take(fresh=retried)
+                with lease.lock:
+                    lease.worker = worker
+                    if lease.killed:  # killed while it was taken: kill what it got
+                        self._kill(worker)
             try:
-                answers = worker.call_each(data, len(calls))
+                answers = worker.call_each(data, count)
             except _Died as died:
-                self._discard(worker, died=True)
-                answers = died.answers
+                self._lose(lease, worker, died=True)
+                if died.sent or retried:
+                    answers = died.answers
+                    break
+                retried = True  # it died while idle: nothing ran, once more on a fresh one
+                continue
             except BaseException:
-                self._discard(worker, died=False)
+                self._lose(lease, worker, died=False)
                 raise
-            else:
-                self._idle.put(worker)
-        if len(answers) < len(calls):  # the worker died
-            broken = BrokenProcessPool("the worker process died before this call's answer came")
-            answers.extend([("raised", broken)] * (len(calls) - len(answers)))
+            break
+        if len(answers) < count:  # the worker died
+            answers.extend(_broken(count - len(answers), _KILLED if lease.killed else _DIED))
         return answers
 
-    def _take(self) -> _Worker:
-        if self._closed:  # before the idle ones: shutdown() stopped them
-            raise PoolClosed("cannot schedule new futures after shutdown")
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
+    def _take(self, *, fresh: bool = False) -> _Worker:
+        if not fresh:
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                pass
+        worker = _Worker(self._context, self.nice)
         with self._lock:
-            if self._closed:
-                raise PoolClosed("cannot schedule new futures after shutdown")
-            worker = _Worker(self._context, self.nice)
             self._workers.add(worker)
-            return worker
+        return worker
+
+    def _lose(self, lease: _Lease, worker: _Worker, *, died: bool) -> None:
+        with lease.lock:
+            lease.worker = None
+        self._discard(worker, died=died)
+
+    def _release(self, lease: _Lease) -> None:
+        with lease.lock:
+            worker, lease.worker = lease.worker, None
+            killed = lease.killed
+        if worker is not None and killed:  # killed between calls: it is dead all the same
+            self._kill(worker)
+            self._discard(worker, died=True)
+            worker = None
+        with self._lock:
+            if worker is not None and not self._closed:
+                self._idle.put(worker)
+                worker = None
+            self._busy -= 1
+            if not self._busy:
+                self._released.notify_all()
+        self._slots.release()
+        if worker is not None:  # the pool was shut down while it ran: stop it now
+            self._discard(worker, died=False)
+
+    def _kill(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker.killed:
+                return
+            worker.killed = True
+            self.restarts += 1
+        worker.process.kill()
 
     def _discard(self, worker: _Worker, *, died: bool) -> None:
         with self._lock:
             self._workers.discard(worker)
-            if died:
+            if died and not worker.killed:  # (a killed one was counted as it was killed)
                 self.restarts += 1
         worker.stop()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """The Executor interface: :meth:`call` on a helper thread."""
+        """The Executor interface: :meth:`call` on a helper thread (a future submitted before
+        :meth:`shutdown` still runs, unless ``cancel_futures``)."""
         with self._lock:
             if self._closed:
                 raise PoolClosed("cannot schedule new futures after shutdown")
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(self.max_workers, "shadowdeco-pool")
             threads = self._threads
-        return threads.submit(self.call, fn, *args, **kwargs)
+        return threads.submit(self._submitted, fn, args, kwargs)
+
+    def _submitted(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        kind, value = self._call_each([(fn, args, kwargs)], admitted=True)[0]
+        if kind == "raised":
+            raise value
+        result: T = value
+        return result
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new calls; with ``wait``, return once the submitted futures (all, or those
+        running if ``cancel_futures``) and the calls in progress have ended and the workers
+        stopped.  Without, idle workers stop now and busy ones when their calls end.  A
+        worker is never killed under a call here (nor counted in ``restarts``)."""
         with self._lock:
             self._closed = True
             threads, self._threads = self._threads, None
         if threads is not None:
             threads.shutdown(wait=wait, cancel_futures=cancel_futures)
-        with self._lock:
-            workers = list(self._workers)
-            self._workers.clear()
-        for worker in workers:
-            worker.stop()
-        while True:  # the idle ones are among those stopped: let them go
+        if wait:
+            with self._lock:
+                self._released.wait_for(lambda: not self._busy)
+        while True:  # idle: no lease holds them (a busy one is stopped as its lease ends)
             try:
-                self._idle.get_nowait()
+                worker = self._idle.get_nowait()
             except queue.Empty:
                 break
+            self._discard(worker, died=False)
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's workers, locks and calls in progress are the parent's: close this
+        process's copies of the pipes (the parent's ends stay open) and start afresh.  The
+        parent's processes are neither joined nor killed, nor left for multiprocessing to
+        terminate at this process's exit."""
+        workers = self._workers
+        self._start_fresh()
+        for worker in workers:
+            worker.conn.close()
+            _CHILDREN.discard(worker.process)
 
     def __repr__(self) -> str:
         return (
             f"ProcessPool(max_workers={self.max_workers}, nice={self.nice}, "
             f"restarts={self.restarts})"
         )
+
+
+_pools: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
+# multiprocessing's own children, which it terminates and joins at exit: not a forked child's.
+_CHILDREN: set[Any] = getattr(multiprocessing.process, "_children", set())
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        pool._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

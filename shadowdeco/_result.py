@@ -256,9 +256,10 @@ result_of: Callable[..., ShadowResult] = _fast_init(ShadowResult)
 def error_of(exc: BaseException) -> tuple[str, str]:
     """The ``(type, message)`` pair by which errors are recorded and compared."""
     cls = type(exc)
-    name = (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
+    module = cls.__module__
+    if module == "__mp_main__":  # the main script, as a spawned worker process imports it
+        module = "__main__"
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error itself

@@ -33,6 +33,7 @@ import time
 import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from opentelemetry import context as otel_context
@@ -536,6 +537,9 @@ def run_in_pool(jobs: list[Job], pool: ProcessPool) -> list[Observation | None]:
         answers = pool.call_each(calls)
     except BaseException:  # noqa: BLE001 - a call would not pickle: one by one, so only it fails
         answers = [_one_call(pool, call) for call in calls]
+    if len(answers) != len(calls):  # never from call_each; the lane's thread must not die of it
+        lost = BrokenProcessPool("no answer came back for this call")
+        answers = [*answers[: len(calls)], *[("raised", lost)] * (len(calls) - len(answers))]
     for (i, start), (kind, value) in zip(batched, answers, strict=True):
         if kind == "returned":
             observations[i] = observation(value)
@@ -799,7 +803,12 @@ class Lane:
     def _run_batch(self, first: Job) -> bool:
         """:meth:`_work`'s step for a ProcessPool candidate: ``first`` and the jobs waiting
         behind it, up to :meth:`batch_limit`, in one message (:func:`run_in_pool`).  True when
-        this worker is to end (a stop marker came, or it retires)."""
+        this worker is to end (a stop marker came, or it retires).
+
+        The jobs' timeout counts from when a worker process is free to take them, not while
+        they wait for one (a pool smaller than ``max_concurrency``, or shared); at their
+        deadline the timer kills that worker process (the pool counts and replaces it), and
+        the jobs it had not answered are timeouts."""
         exp = self.exp
         pool = cast("ProcessPool", exp._executor)  # a lane's executor never changes
         taken, stopping = self._waiting_behind(first)
@@ -807,24 +816,36 @@ class Lane:
             self.idle -= 1
             self.left += len(taken)
             jobs = [job for job in taken if job.state == OPEN]  # not settled while it waited
-            now = time.perf_counter_ns()
-            started = now / 1e9  # perf_counter() time, for the timer
             for job in jobs:
-                job.started = started
+                job.started = math.inf  # not due while it waits for a worker (see check())
                 self.running.add(job)
-            self.starts += len(jobs)
         del taken
-        for job in jobs:
-            job.queue_s = (now - job.t1) / 1e9
-        if jobs:
-            self._poke_if_due(started)
         observations: list[Observation | None] = []
+        killed = False
         try:
             if jobs:
-                observations = run_in_pool(jobs, pool)
+                try:
+                    with pool._lease() as lease:  # a free worker (waits, the GIL released)
+                        with exp._lock:
+                            now = time.perf_counter_ns()
+                            started = now / 1e9  # perf_counter() time, for the timer
+                            for job in jobs:
+                                job.started = started
+                                job.cancel = lease.kill  # at the deadline: kill the worker
+                            self.starts += len(jobs)
+                        for job in jobs:
+                            job.queue_s = (now - job.t1) / 1e9
+                        self._poke_if_due(started)
+                        observations = run_in_pool(jobs, pool)
+                    killed = lease.killed
+                except PoolClosed:  # the pool was shut down: the samples cannot run any more
+                    observations = [None] * len(jobs)
+            timeout = exp.timeout
             for job, obs in zip(jobs, observations, strict=True):
                 if obs is None:
                     exp._settle_drop(job, "shutdown")
+                elif killed:  # at the batch's deadline, which all its jobs share
+                    exp._settle_timeout(job, timeout)
                 else:
                     exp._deliver(job, obs, here=True)
         finally:
@@ -832,7 +853,9 @@ class Lane:
                 for i, job in enumerate(jobs):
                     self.running.discard(job)
                     obs = observations[i] if i < len(observations) else None
-                    self._record_run_locked(math.inf if obs is None else obs.duration or 0.0)
+                    # Killed: as long as it was let run (smaller batches next).
+                    ran = math.inf if obs is None else obs.duration or 0.0
+                    self._record_run_locked((killed and exp.timeout) or ran)
                 self.idle += 1
                 if stopping:
                     self._leave_locked(stopping=True)

@@ -260,13 +260,12 @@ def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
     each gets its own result."""
     memory = sinks.Memory()
     pool = shadowdeco.ProcessPool(1)
+    slots = pool._slots = _Slots(1)
     sizes: list[int] = []
-    entered = threading.Event()
     call_each = pool.call_each
 
     def spy(calls: Any) -> Any:
         sizes.append(len(calls))
-        entered.set()
         return call_each(calls)
 
     pool.call_each = spy  # type: ignore[method-assign]
@@ -278,14 +277,14 @@ def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
         def predict(x: int) -> int:
             return -x
 
-        pool._slots.acquire()  # the worker is busy: the first batch waits for it
+        slots.acquire()  # the worker is busy: the first batch waits for it
         try:
             assert predict(0) == 0
-            assert entered.wait(10)
+            assert slots.waiting.wait(10)
             for i in range(1, 10):
                 assert predict(i) == -i
         finally:
-            pool._slots.release()
+            slots.release()
         assert predict.shadow.flush(60)
     finally:
         pool.shutdown()
@@ -329,29 +328,22 @@ def test_an_unpicklable_input_fails_only_its_own_call_in_a_batch() -> None:
     """When one job of a batch will not pickle, the batch goes one call at a time."""
     memory = sinks.Memory()
     pool = shadowdeco.ProcessPool(1)
-    entered = threading.Event()
-    call_each = pool.call_each
-
-    def spy(calls: Any) -> Any:
-        entered.set()
-        return call_each(calls)
-
-    pool.call_each = spy  # type: ignore[method-assign]
+    slots = pool._slots = _Slots(1)
     try:
 
         @shadow(candidate=repr, executor=pool, sinks=[memory], timeout=None, max_concurrency=1)
         def predict(x: object) -> str:
             return repr(x)
 
-        pool._slots.acquire()
+        slots.acquire()
         try:
             predict(0)
-            assert entered.wait(10)
+            assert slots.waiting.wait(10)
             predict(1)
             predict(lambda: 0)  # copied as it is, but cannot be pickled
             predict(2)
         finally:
-            pool._slots.release()
+            slots.release()
         assert predict.shadow.flush(60)
     finally:
         pool.shutdown()
@@ -440,3 +432,203 @@ def test_a_failed_batch_stays_one_answer_when_its_error_will_not_pickle() -> Non
     assert kind == "failed"
     assert isinstance(error, TypeError)
     assert "cannot send the result back" in str(error)
+
+
+# --------------------------------------------------------------------------------------------
+# ProcessPool faults: hung and dead workers, shutdown, a lane that waits for a worker
+
+
+class _Slots(threading.BoundedSemaphore):
+    """A pool's worker slots that say when a call has to wait for one."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.waiting = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if super().acquire(blocking=False):
+            return True
+        self.waiting.set()
+        return super().acquire(blocking, timeout)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+
+def _gate(directory: str) -> str:
+    """A candidate (in a worker process) that says it began, then waits to be let go."""
+    open(os.path.join(directory, "entered"), "w").close()
+    while not os.path.exists(os.path.join(directory, "release")):
+        time.sleep(0.01)
+    return "released"
+
+
+def _wait_for_file(path: str) -> None:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_a_short_answer_list_does_not_end_the_lane() -> None:
+    """A batch that comes back with fewer answers than calls (it must not, but a forked
+    process once shared its workers' pipes) fails the unanswered calls: the lane's thread
+    lives on and every sample is accounted for."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+    slots = pool._slots = _Slots(1)
+    call_each = pool.call_each
+
+    def short(calls: Any) -> Any:
+        return call_each(calls)[:-1]
+
+    pool.call_each = short  # type: ignore[method-assign]
+    try:
+
+        @shadow(
+            candidate=operator.neg, executor=pool, sinks=[memory], timeout=None, max_concurrency=1
+        )
+        def predict(x: int) -> int:
+            return -x
+
+        slots.acquire()  # the worker is busy: the jobs queue into one batch
+        try:
+            predict(0)
+            assert slots.waiting.wait(10)
+            for i in range(1, 4):
+                predict(i)
+        finally:
+            slots.release()
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+    stats = predict.shadow.stats()
+    assert_adds_up(stats)
+    assert stats.emitted == 4
+    errors = [r.candidate.error for r in memory.results if r.candidate.status == "error"]
+    assert [error[0] for error in errors] == ["concurrent.futures.process.BrokenProcessPool"] * 2
+
+
+def test_a_hung_candidate_has_its_worker_killed_at_the_timeout() -> None:
+    """A candidate that hangs in a ProcessPool is a timeout at its deadline, and its worker
+    process is killed then (counted in restarts, replaced): the next sample runs."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+    try:
+
+        @shadow(candidate=time.sleep, executor=pool, sinks=[memory], timeout=0.5)
+        def predict(seconds: float) -> None:
+            return None
+
+        pool.call(abs, -1)  # a worker started: the hung call runs, rather than starts, late
+        predict(3600)
+        assert predict.shadow.flush(60)
+        assert pool.restarts == 1
+        pool.call(abs, -1)
+        predict(0)
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+    assert [r.candidate.status for r in memory.results] == ["timeout", "ok"]
+    assert memory.results[1].match is True
+    assert_adds_up(predict.shadow.stats())
+
+
+def test_a_worker_that_died_while_idle_is_counted_and_the_call_runs_on_a_fresh_one() -> None:
+    """An idle worker killed from outside (the OOM killer): the next call finds it dead when
+    it sends (nothing ran), counts it, and runs on a fresh worker."""
+    pool = shadowdeco.ProcessPool(1)
+    try:
+        first = pool.call(os.getpid)
+        (worker,) = pool._workers
+        worker.process.kill()
+        worker.process.join(30)
+        second = pool.call(os.getpid)
+        assert pool.restarts == 1
+        assert second != first
+        assert pool.call(os.getpid) == second
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_lets_submitted_calls_finish() -> None:
+    """shutdown(wait=True) runs the calls already submitted (the Executor contract) and
+    refuses only new ones."""
+    pool = shadowdeco.ProcessPool(1)
+    slots = pool._slots = _Slots(1)
+    slots.acquire()  # the worker is busy: the submitted calls wait
+    futures = [pool.submit(abs, -i) for i in range(4)]
+    assert slots.waiting.wait(10)
+    closer = threading.Thread(target=pool.shutdown)
+    closer.start()
+    while not pool._closed:  # shutdown began: the calls are still to run
+        time.sleep(0.001)
+    slots.release()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert [future.result(timeout=0) for future in futures] == [0, 1, 2, 3]
+    assert pool.restarts == 0
+    with pytest.raises(shadowdeco.PoolClosed):
+        pool.submit(abs, -1)
+
+
+def test_shutdown_waits_for_a_call_in_progress(
+    tmp_path: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A call in progress when the pool shuts down gets all its answers; the shutdown is no
+    crash (restarts stays 0) and the worker writes nothing to stderr."""
+    pool = shadowdeco.ProcessPool(1)
+    answers: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: answers.extend(
+            pool.call_each([(_gate, (str(tmp_path),), {}), (abs, (-2,), {})])
+        )
+    )
+    caller.start()
+    _wait_for_file(str(tmp_path / "entered"))
+    closer = threading.Thread(target=pool.shutdown)
+    closer.start()
+    closer.join(2)  # long enough for a shutdown that stops the worker to have done so
+    (tmp_path / "release").touch()
+    closer.join(60)
+    caller.join(60)
+    assert answers == [("returned", "released"), ("returned", 2)]
+    assert pool.restarts == 0
+    assert not pool._workers
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_errors_of_classes_from_the_main_script_keep_their_name_in_a_worker() -> None:
+    """A worker process imports the main script as __mp_main__: its exception classes are
+    named as live names them (__main__), so both arms' errors compare equal."""
+    from shadowdeco._result import error_of
+
+    custom = type("Custom", (Exception,), {"__module__": "__mp_main__"})
+    assert error_of(custom("x")) == ("__main__.Custom", "x")
+
+
+def test_waiting_for_a_worker_process_does_not_count_against_the_timeout() -> None:
+    """The timeout counts from when a worker process takes the job: a job that waited for a
+    busy pool longer than the timeout still runs, and is compared."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+    slots = pool._slots = _Slots(1)
+    try:
+
+        @shadow(candidate=operator.neg, executor=pool, sinks=[memory], timeout=0.1)
+        def predict(x: int) -> int:
+            return -x
+
+        pool.call(abs, -1)  # a worker started: its start-up is not what this test is about
+        slots.acquire()
+        try:
+            predict(1)
+            assert slots.waiting.wait(10)
+            time.sleep(0.3)  # three timeouts, waiting for the worker
+        finally:
+            slots.release()
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+    assert [r.candidate.status for r in memory.results] == ["ok"]
+    assert memory.results[0].match is True

@@ -112,6 +112,74 @@ def test_fork_with_work_pending(tmp_path: Path) -> None:
     }
 
 
+def test_fork_after_a_process_pool_was_used(tmp_path: Path) -> None:
+    """A child forked after the pool ran (a --preload warm-up) starts its own worker
+    processes: each process gets its own answers, flushes, and the child, exiting normally,
+    neither kills nor joins the parent's workers."""
+    proc = run_script(
+        """
+        import json, os, sys, time, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+        import shadowdeco
+        from shadowdeco import shadow, sinks
+
+        def tag(who, i):
+            time.sleep(0.001)
+            return who, i
+
+        if __name__ == "__main__":
+            pool = shadowdeco.ProcessPool(1)
+            memory = sinks.Memory()
+
+            @shadow(candidate=tag, executor=pool, sinks=[memory], max_queue=10_000)
+            def live(who, i):
+                return who, i
+
+            live("warm", 0)
+            assert shadowdeco.flush(30)
+            memory.clear()
+            warm = pool.call(os.getpid)
+            pid = os.fork()
+            who = "child" if pid == 0 else "parent"
+            wrong = sum(pool.call(tag, who, i) != (who, i) for i in range(100))
+            for i in range(100):
+                live(who, i)
+            report = dict(
+                who=who, wrong=wrong, flushed=shadowdeco.flush(30),
+                matches=sorted({r.match for r in memory.results}), results=len(memory),
+                worker=pool.call(os.getpid) == warm, restarts=pool.restarts,
+            )
+            if pid == 0:
+                with open("child.json", "w") as f:
+                    json.dump(report, f)
+                shadowdeco.shutdown()
+                pool.shutdown()
+                sys.exit(0)  # exit handlers run: multiprocessing's must leave the parent's be
+            _, status = os.waitpid(pid, 0)
+            report["child_code"] = os.waitstatus_to_exitcode(status)
+            report["worker_after"] = pool.call(os.getpid) == warm
+            report["restarts_after"] = pool.restarts
+            print(json.dumps(report))
+            shadowdeco.shutdown()
+            pool.shutdown()
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    parent = json.loads(proc.stdout)
+    child = json.loads((tmp_path / "child.json").read_text())
+    common = {"wrong": 0, "flushed": True, "matches": [True], "results": 100, "restarts": 0}
+    assert parent == {
+        **common,
+        "who": "parent",
+        "worker": True,
+        "child_code": 0,
+        "worker_after": True,
+        "restarts_after": 0,
+    }
+    assert child == {**common, "who": "child", "worker": False}
+
+
 def test_interpreter_exit_with_work_pending(tmp_path: Path) -> None:
     """At exit, pending shadows are written; a hung one is dropped as shutdown at the deadline."""
     proc = run_script(
