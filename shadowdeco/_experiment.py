@@ -326,6 +326,17 @@ def _is_async_callable(fn: object) -> bool:
 _CALLERS: Final = (KeyboardInterrupt, asyncio.CancelledError)
 
 
+def _cancel(job: Job) -> None:
+    """Stop what still runs a job that is settled without it (a timeout, a close): cancel a
+    future or task, kill a ProcessPool worker.  A thread cannot be stopped: no ``cancel``."""
+    cancel = job.cancel
+    if cancel is not None:
+        try:
+            cancel()
+        except Exception:
+            log.debug("shadowdeco: could not cancel a candidate", exc_info=True)
+
+
 class Experiment:
     """One live function and its candidate: settings, runtime control and counters.
 
@@ -657,21 +668,18 @@ class Experiment:
     def _settle_timeout(self, job: Job, duration: float | None) -> None:
         if not self._claim(job, HANDED):
             return
-        cancel = job.cancel
-        if cancel is not None:
-            try:
-                cancel()
-            except Exception:
-                log.debug("shadowdeco: could not cancel a timed-out candidate", exc_info=True)
+        _cancel(job)
         message = f"candidate did not finish within {self.timeout} s"
         emitter.put(job, Observation("timeout", None, ("TimeoutError", message), duration))
 
-    def _settle_drop(self, job: Job, reason: str) -> None:
+    def _settle_drop(self, job: Job, reason: str) -> bool:
+        """Count ``job`` as dropped for ``reason``, unless it was settled already (False)."""
         with self._lock:
             if job.state != OPEN:
-                return
+                return False
             job.state = DONE
             self._drop_locked(reason)
+            return True
 
     def _drop_handed(self, job: Job, reason: str) -> None:
         with self._lock:
@@ -894,7 +902,8 @@ class Experiment:
         self._refresh()
         self.flush(timeout)
         for job in self._lane.drain():
-            self._settle_drop(job, "shutdown")
+            if self._settle_drop(job, "shutdown"):
+                _cancel(job)  # a candidate in a worker process is stopped (killed), not left hung
         # Idle workers end at once; joining them means no thread of ours still references
         # this experiment (its sinks, their open files) when the interpreter finalizes.
         for worker in self._lane.stop_threads():

@@ -77,6 +77,7 @@ def _serve(conn: multiprocessing.connection.Connection, nice: int) -> None:
     if nice and hasattr(os, "nice"):
         os.nice(nice)
     try:
+        _write(conn, [b""])  # ready: started, the main module imported (not a batch's time)
         _serve_batches(conn)
     except OSError:  # the parent closed the pipe (it shut the pool down, or ended): no one to tell
         return
@@ -147,10 +148,22 @@ class _Worker:
     def __init__(self, context: multiprocessing.context.BaseContext, nice: int) -> None:
         parent, child = context.Pipe()
         self.conn = parent
+        self._child = child
         self.process = context.Process(target=_serve, args=(child, nice), daemon=True)  # type: ignore[attr-defined]
-        self.process.start()
-        child.close()
         self.killed = False  # by the pool, at a deadline (under its lock)
+
+    def start(self) -> None:
+        """Start the process (once the pool counts it: a fork meanwhile sees it as the
+        parent's, not as one of the child's own to terminate at exit)."""
+        self.process.start()
+        self._child.close()
+
+    def wait_ready(self) -> None:
+        """Wait (the GIL released) until the new process is ready for a batch: its start-up
+        (a spawned interpreter importing the main module) is no batch's time.  A process
+        that died starting is found dead when a batch is sent."""
+        with contextlib.suppress(EOFError, OSError):
+            self._receive(bytearray())
 
     def call_each(self, data: bytes, count: int) -> list[tuple[str, Any]]:
         """Send a batch of ``count`` calls; their answers, in order (waiting with the GIL
@@ -335,6 +348,9 @@ class ProcessPool(Executor):
         lease = _Lease(self)
         self._local.lease = lease
         try:
+            # A worker ready for the calls before the holder starts its clock: a new one's
+            # start-up must not count against a deadline (a kill loop on a slow start).
+            lease.worker = self._take()
             yield lease
         finally:
             self._local.lease = None
@@ -379,6 +395,13 @@ class ProcessPool(Executor):
         worker = _Worker(self._context, self.nice)
         with self._lock:
             self._workers.add(worker)
+        try:
+            worker.start()
+        except BaseException:
+            with self._lock:
+                self._workers.discard(worker)
+            raise
+        worker.wait_ready()
         return worker
 
     def _lose(self, lease: _Lease, worker: _Worker, *, died: bool) -> None:

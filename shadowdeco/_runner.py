@@ -808,7 +808,8 @@ class Lane:
         The jobs' timeout counts from when a worker process is free to take them, not while
         they wait for one (a pool smaller than ``max_concurrency``, or shared); at their
         deadline the timer kills that worker process (the pool counts and replaces it), and
-        the jobs it had not answered are timeouts."""
+        the batch's jobs are timeouts (answers that came back before are not waited for).
+        A new worker's start-up is not counted: the lease yields a ready worker."""
         exp = self.exp
         pool = cast("ProcessPool", exp._executor)  # a lane's executor never changes
         taken, stopping = self._waiting_behind(first)

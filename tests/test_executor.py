@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.spawn
 import operator
 import os
 import pickle
@@ -632,3 +633,52 @@ def test_waiting_for_a_worker_process_does_not_count_against_the_timeout() -> No
         pool.shutdown()
     assert [r.candidate.status for r in memory.results] == ["ok"]
     assert memory.results[0].match is True
+
+
+def test_a_worker_slow_to_start_is_no_timeout(tmp_path: Any) -> None:
+    """A new worker's start-up (a spawned interpreter importing the main module, slow on a
+    loaded machine) is not its first batch's time: no timeout, no worker killed, and no
+    loop of replacements each killed while starting."""
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{sys.executable}" "$@"\n')
+    slow.chmod(0o755)
+    memory = sinks.Memory()
+    was = multiprocessing.spawn.get_executable()
+    multiprocessing.spawn.set_executable(str(slow))
+    pool = shadowdeco.ProcessPool(1)
+    try:
+
+        @shadow(candidate=abs, executor=pool, sinks=[memory], timeout=0.5)
+        def predict(x: int) -> int:
+            return abs(x)
+
+        for i in range(3):
+            predict(-i)
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+        multiprocessing.spawn.set_executable(was)
+    assert [r.candidate.status for r in memory.results] == ["ok"] * 3
+    assert pool.restarts == 0
+
+
+def test_closing_an_experiment_stops_its_hung_process_candidate(tmp_path: Any) -> None:
+    """shadowdeco.shutdown() then pool.shutdown(), as the docs say to stop: a candidate hung
+    in a worker (no timeout) is dropped as shutdown and its worker killed, so the pool's
+    shutdown returns rather than wait for it for ever."""
+    pool = shadowdeco.ProcessPool(1)
+
+    @shadow(candidate=_gate, executor=pool, sinks=[], timeout=None)
+    def predict(directory: str) -> str:
+        return "live"
+
+    predict(str(tmp_path))
+    _wait_for_file(str(tmp_path / "entered"))
+    predict.shadow.close(timeout=0.5)
+    stopping = threading.Thread(target=pool.shutdown)
+    stopping.start()
+    stopping.join(60)
+    assert not stopping.is_alive(), "pool.shutdown() waited on the hung candidate"
+    assert dict(predict.shadow.stats().dropped) == {"shutdown": 1}
+    assert pool.restarts == 1
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("Spawn")]
