@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -256,20 +256,17 @@ def test_a_long_batch_writes_its_answers_as_it_goes() -> None:
     assert isinstance(answers[2][1], BrokenProcessPool)
 
 
-def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
-    """A lane sends the jobs that queued while its worker process was busy as one batch, and
-    each gets its own result."""
+def _queued_into_one_batch(
+    call_each: Callable[[Callable[[Any], Any], Any], Any], n: int
+) -> tuple[Any, sinks.Memory]:
+    """``n`` samples on a one-worker pool that is busy when they come: the first waits for
+    the worker alone, the rest queue behind it into one batch.  ``call_each(real, calls)``
+    stands in for the pool's ``call_each`` (``real``)."""
     memory = sinks.Memory()
     pool = shadowdeco.ProcessPool(1)
     slots = pool._slots = _Slots(1)
-    sizes: list[int] = []
-    call_each = pool.call_each
-
-    def spy(calls: Any) -> Any:
-        sizes.append(len(calls))
-        return call_each(calls)
-
-    pool.call_each = spy  # type: ignore[method-assign]
+    real = pool.call_each
+    pool.call_each = lambda calls: call_each(real, calls)  # type: ignore[method-assign]
     try:
         # One worker thread: a second one (for a "stuck" first) would take half the queue.
         @shadow(
@@ -282,13 +279,26 @@ def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
         try:
             assert predict(0) == 0
             assert slots.waiting.wait(10)
-            for i in range(1, 10):
+            for i in range(1, n):
                 assert predict(i) == -i
         finally:
             slots.release()
         assert predict.shadow.flush(60)
     finally:
         pool.shutdown()
+    return predict, memory
+
+
+def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
+    """A lane sends the jobs that queued while its worker process was busy as one batch, and
+    each gets its own result."""
+    sizes: list[int] = []
+
+    def spy(real: Callable[[Any], Any], calls: Any) -> Any:
+        sizes.append(len(calls))
+        return real(calls)
+
+    predict, memory = _queued_into_one_batch(spy, 10)
     assert sizes == [1, 9]
     assert sorted(r.candidate.value for r in memory.results) == sorted(-i for i in range(10))
     assert all(r.match for r in memory.results)
@@ -475,34 +485,11 @@ def test_a_short_answer_list_does_not_end_the_lane() -> None:
     """A batch that comes back with fewer answers than calls (it must not, but a forked
     process once shared its workers' pipes) fails the unanswered calls: the lane's thread
     lives on and every sample is accounted for."""
-    memory = sinks.Memory()
-    pool = shadowdeco.ProcessPool(1)
-    slots = pool._slots = _Slots(1)
-    call_each = pool.call_each
 
-    def short(calls: Any) -> Any:
-        return call_each(calls)[:-1]
+    def short(real: Callable[[Any], Any], calls: Any) -> Any:
+        return real(calls)[:-1]
 
-    pool.call_each = short  # type: ignore[method-assign]
-    try:
-
-        @shadow(
-            candidate=operator.neg, executor=pool, sinks=[memory], timeout=None, max_concurrency=1
-        )
-        def predict(x: int) -> int:
-            return -x
-
-        slots.acquire()  # the worker is busy: the jobs queue into one batch
-        try:
-            predict(0)
-            assert slots.waiting.wait(10)
-            for i in range(1, 4):
-                predict(i)
-        finally:
-            slots.release()
-        assert predict.shadow.flush(60)
-    finally:
-        pool.shutdown()
+    predict, memory = _queued_into_one_batch(short, 4)
     stats = predict.shadow.stats()
     assert_adds_up(stats)
     assert stats.emitted == 4
