@@ -349,8 +349,11 @@ class ProcessPool(Executor):
         self._local.lease = lease
         try:
             # A worker ready for the calls before the holder starts its clock: a new one's
-            # start-up must not count against a deadline (a kill loop on a slow start).
-            lease.worker = self._take()
+            # start-up must not count against a deadline (a kill loop on a slow start).  One
+            # that cannot be started (no more processes) is tried again for the calls, which
+            # then fail as calls do.
+            with contextlib.suppress(Exception):
+                lease.worker = self._take()
             yield lease
         finally:
             self._local.lease = None

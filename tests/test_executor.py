@@ -669,3 +669,34 @@ def test_closing_an_experiment_stops_its_hung_process_candidate(tmp_path: Any) -
     assert dict(predict.shadow.stats().dropped) == {"shutdown": 1}
     assert pool.restarts == 1
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("Spawn")]
+
+
+def test_a_worker_that_cannot_be_started_is_a_candidate_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No more processes (EAGAIN): the sample is a candidate error, the lane lives on, and
+    once processes can start again the next sample runs."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+
+    def cannot(self: Any) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    try:
+
+        @shadow(candidate=operator.neg, executor=pool, sinks=[memory], timeout=30)
+        def predict(x: int) -> int:
+            return -x
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_pool._Worker, "start", cannot)
+            assert predict(3) == -3
+            assert predict.shadow.flush(60)
+        assert predict(4) == -4
+        assert predict.shadow.flush(60)
+    finally:
+        pool.shutdown()
+    assert [r.candidate.status for r in memory.results] == ["error", "ok"]
+    assert memory.results[0].candidate.error is not None
+    assert "Resource temporarily unavailable" in memory.results[0].candidate.error[1]
+    assert_adds_up(predict.shadow.stats())
