@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -304,7 +306,7 @@ def by_key(key: Callable[..., object], rate: float) -> Sampler:
 class PerSecond(Sampler):
     """Samples at most ``n`` calls per second on average, in bursts of up to ``max(1, n)``."""
 
-    __slots__ = ("_capacity", "_last", "_lock", "_n", "_tokens")
+    __slots__ = ("__weakref__", "_capacity", "_last", "_lock", "_n", "_tokens")
 
     def __init__(self, n: float) -> None:
         self._n = _check_per_second(n, "n")
@@ -313,6 +315,7 @@ class PerSecond(Sampler):
         self._tokens = self._capacity
         self._last = time.monotonic()
         self._lock = threading.Lock()
+        _buckets.add(self)
 
     def __call__(self, *args: Any, **kwargs: Any) -> bool:
         with self._lock:
@@ -328,6 +331,19 @@ class PerSecond(Sampler):
 
     def __repr__(self) -> str:
         return f"per_second({_number(self._n)})"
+
+
+#: Every token bucket, for a forked child: its lock may have been held by a parent thread.
+_buckets: weakref.WeakSet[PerSecond] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for bucket in list(_buckets):
+        bucket._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def per_second(n: float) -> Sampler:

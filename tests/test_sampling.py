@@ -657,3 +657,35 @@ def test_path_matches_whole_path_segments() -> None:
     assert not route(at("/predict-v2"))
     assert not route(at("/v2"))  # "/v2/" names what is under /v2/
     assert sampling.path("/")(at("/anything"))
+
+
+def test_a_forked_child_samples_per_second_though_a_parent_thread_held_the_lock(
+    tmp_path: Path,
+) -> None:
+    """A fork while another thread was inside per_second's token bucket: the child's first
+    sampled call does not wait for ever on a lock no thread of its own will release."""
+    script = tmp_path / "fork_bucket.py"
+    script.write_text(
+        "import os, signal, threading, warnings\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "from shadowdeco import sampling\n"
+        "bucket = sampling.per_second(100)\n"
+        "holder = threading.Thread(target=bucket._lock.acquire)\n"
+        "holder.start(); holder.join()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    signal.alarm(20)  # a deadlock ends the child, not the test run\n"
+        "    os._exit(0 if bucket() is True else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
