@@ -254,8 +254,6 @@ class HttpResponse(_Charged):
     def json(self) -> Any:
         """The body (decoded, see :meth:`content`) parsed as JSON, or raise ValueError (not
         JSON, cut at the cap, or not decodable)."""
-        if self.truncated:
-            raise ValueError("body truncated at the capture cap")
         return json.loads(self.content())
 
     def to_dict(self) -> dict[str, Any]:
@@ -355,8 +353,9 @@ class ByteBudget:
 
     Each :class:`Request` and :class:`HttpResponse` with a body is charged its body's length
     and gives it back when it is freed.  Charges and returns from any thread are appended to
-    a deque (atomic, no lock); only the live path folds them into :attr:`held`, under a lock
-    that only live threads take, when it decides whether a request's body still fits.  A
+    a deque (atomic, no lock); they are folded into :attr:`held` under a lock that background
+    threads never take: the live path, deciding whether a request's body still fits, and a
+    reader of ``pending_bytes``.  A
     response is charged when it is complete, so responses still streaming (at most one per
     live request being served, and one per running candidate) are outside the count.
     """
