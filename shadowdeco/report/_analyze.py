@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, TypeGuard
 
-from ._labels import MAX_INTEGER_CLASSES, Labels
+from ._labels import Labels
 from ._model import (
     Agreement,
     Arm,
@@ -51,9 +51,8 @@ _CLASS_CAP: Final = 10_000  # distinct predicted classes per arm in the label me
 _EXAMPLE_CHARS: Final = 300  # of an error message kept as the example
 _CHART_BUCKETS: Final = 60  # time buckets shown for agreement over time
 _HISTOGRAM_BINS: Final = 20
-#: Whole-number outputs with more distinct values than this are quantities, not class ids
-#: (the bound whole-number labels share).
-_MAX_INTEGER_CLASSES: Final = MAX_INTEGER_CLASSES
+#: Whole-number outputs with more distinct values than this are quantities, not class ids.
+_MAX_INTEGER_CLASSES: Final = 50
 #: A candidate needs this many ok results before its output can be called collapsed.
 _COLLAPSE_MIN_RESULTS: Final = 10
 #: One value this share of the candidate's results, and this much more than live's top value,
@@ -263,8 +262,8 @@ class _TruthAcc:
             classes.candidate_failed += not candidate[0]
             if live[0] and candidate[0]:
                 classes.paired += 1
-                classes.live.add_class(str(label), _class_text(live))
-                classes.candidate.add_class(str(label), _class_text(candidate))
+                classes.live.add_class(str(label), live[2])
+                classes.candidate.add_class(str(label), candidate[2])
 
     def _number(self, text: str) -> float | None:
         cached = self.label_numbers
@@ -305,12 +304,6 @@ def _bad_duration(record: dict[str, Any]) -> str | None:
         if numeric and not _finite(duration):
             return f"{name} duration_s is not a finite number of seconds"
     return None
-
-
-def _class_text(observed: tuple[bool, Any, str]) -> str:
-    """A prediction's text against class labels: as counted among the outputs (a string stays
-    the string it is: ``"1.10"`` is not ``1.1``)."""
-    return observed[2]
 
 
 def _usable_number(observed: tuple[bool, Any, str]) -> float | None:

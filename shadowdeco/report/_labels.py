@@ -46,10 +46,6 @@ METRICS: Final = CATEGORICAL_METRICS + NUMERIC_METRICS
 
 LabelKind = Literal["categorical", "numeric"]
 
-#: Outputs that are whole numbers with more distinct values than this are quantities, not
-#: class ids.  (Labels are not judged by count: 100 class ids are classes.)
-MAX_INTEGER_CLASSES: Final = 50
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Labels:
