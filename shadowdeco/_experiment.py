@@ -571,16 +571,15 @@ class Experiment:
             lane.admitted += 1
         try:
             snap_args, snap_kwargs = _snapshot(self._copier, args, kwargs)
-        except _CALLERS:
+        except BaseException as exc:  # an uncopyable argument: count it, serve live
+            callers = isinstance(exc, _CALLERS)  # a Ctrl-C, a cancellation: settled, passed on
+            if not callers:
+                log_failure("copying the inputs (call not shadowed)", self.name)
             with self._lock:
                 lane.left += 1
                 self._drop_locked("copy_failed")
-            raise
-        except BaseException:  # noqa: BLE001 - an uncopyable argument: count it, serve live
-            log_failure("copying the inputs (call not shadowed)", self.name)
-            with self._lock:
-                lane.left += 1
-                self._drop_locked("copy_failed")
+            if callers:
+                raise
             return None
         job = Job(self, instance, snap_args, snap_kwargs, contextvars.copy_context())
         job.t0 = time.perf_counter_ns()

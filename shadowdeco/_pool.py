@@ -301,7 +301,12 @@ class ProcessPool(Executor):
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker process; block (GIL released) for it."""
-        kind, value = self.call_each([(fn, args, kwargs)])[0]
+        return self._call(fn, args, kwargs, admitted=False)
+
+    def _call(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], *, admitted: bool
+    ) -> T:
+        kind, value = self._call_each([(fn, args, kwargs)], admitted=admitted)[0]
         if kind == "raised":
             raise value
         result: T = value
@@ -455,14 +460,7 @@ class ProcessPool(Executor):
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(self.max_workers, "shadowdeco-pool")
             threads = self._threads
-        return threads.submit(self._submitted, fn, args, kwargs)
-
-    def _submitted(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        kind, value = self._call_each([(fn, args, kwargs)], admitted=True)[0]
-        if kind == "raised":
-            raise value
-        result: T = value
-        return result
+        return threads.submit(self._call, fn, args, kwargs, admitted=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new calls; with ``wait``, return once the submitted futures (all, or those

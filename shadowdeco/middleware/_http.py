@@ -355,9 +355,9 @@ class ByteBudget:
     and gives it back when it is freed.  Charges and returns from any thread are appended to
     a deque (atomic, no lock); they are folded into :attr:`held` under a lock that background
     threads never take: the live path, deciding whether a request's body still fits, and a
-    reader of ``pending_bytes``.  A
-    response is charged when it is complete, so responses still streaming (at most one per
-    live request being served, and one per running candidate) are outside the count.
+    reader of ``pending_bytes``.  A response is charged when it is complete, so responses
+    still streaming (at most one per live request being served, and one per running
+    candidate) are outside the count.
     """
 
     def __init__(self, limit: int) -> None:
@@ -472,11 +472,11 @@ class LiveResponse:
             bookkeeping()
         except Exception:  # noqa: BLE001 - e.g. a body chunk that is not bytes
             if not self._finished:
-                self._finished = True
                 self._failed()
 
     def _failed(self) -> None:
         """Our summary of the live response failed: not shadowed, counted."""
+        self._finished = True
         log_failure("summarising the live response (not shadowed)", self._exp.name)
         self._exp._abandon(self._job, "internal_error")
 
