@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import shadowdeco
 from shadowdeco import shadow
 
+REPO = Path(__file__).resolve().parents[1]
 KINDS = ["function", "method", "classmethod", "staticmethod"]
 MODES = ["sync", "async"]
 
@@ -166,3 +172,21 @@ async def echo(x: Any) -> Any:
 def assert_adds_up(stats: shadowdeco.Stats) -> None:
     assert stats.sampled == stats.emitted + sum(stats.dropped.values()) + stats.in_flight, stats
     assert stats.in_flight >= 0, stats
+
+
+def run_script(
+    source: str, tmp_path: Path, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` (dedented) in a fresh interpreter (cwd ``tmp_path``) with this checkout
+    importable."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        check=False,
+    )

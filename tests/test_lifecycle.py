@@ -6,14 +6,10 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import BlockedComparator, assert_adds_up, echo
+from helpers import BlockedComparator, assert_adds_up, echo, run_script
 
 import shadowdeco
 from shadowdeco import _delivery, shadow, sinks
@@ -25,20 +21,6 @@ async def never(x: int) -> int:
     """An async candidate that never finishes."""
     await asyncio.Event().wait()
     return x
-
-
-def run_script(source: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(source))
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        check=False,
-    )
 
 
 def test_pending_results_are_flushed_at_interpreter_exit(tmp_path: Path) -> None:

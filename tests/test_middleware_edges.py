@@ -9,19 +9,15 @@ import copy
 import gc
 import itertools
 import json
-import os
 import pickle
-import subprocess
-import sys
-import textwrap
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import fastapi
 import pytest
+from helpers import run_script
 from http_helpers import AsgiClient, CandidateServer, body_messages, call_wsgi, http_scope
 from http_helpers import make_environ as environ_of
 from starlette.exceptions import StarletteDeprecationWarning
@@ -564,61 +560,51 @@ def test_middlewares_sharing_an_experiment_share_its_byte_budget(memory: sinks.M
 def test_a_forked_child_starts_with_an_empty_byte_budget(tmp_path: Any) -> None:
     """The parent's pending mirrors are counted as fork in the child, and their bytes are not
     held against it; the budget's lock, held by a parent thread at fork, does not deadlock."""
-    script = tmp_path / "fork_budget.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import io, os, signal, threading, warnings
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
-            from shadowdeco import sinks
-            from shadowdeco.middleware import ShadowWSGIMiddleware
+    proc = run_script(
+        """
+        import io, os, signal, threading, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+        from shadowdeco import sinks
+        from shadowdeco.middleware import ShadowWSGIMiddleware
 
-            release = threading.Event()
+        release = threading.Event()
 
-            def app(environ, start_response):
-                start_response("200 OK", [])
-                return [b"ok"]
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return [b"ok"]
 
-            def held(environ, start_response):
-                release.wait(30)
-                return app(environ, start_response)
+        def held(environ, start_response):
+            release.wait(30)
+            return app(environ, start_response)
 
-            def post(wrapped, size):
-                environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": str(size),
-                           "wsgi.input": io.BytesIO(b"x" * size), "SERVER_NAME": "t",
-                           "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
-                return b"".join(wrapped(environ, lambda *a: None))
+        def post(wrapped, size):
+            environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": str(size),
+                       "wsgi.input": io.BytesIO(b"x" * size), "SERVER_NAME": "t",
+                       "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+            return b"".join(wrapped(environ, lambda *a: None))
 
-            memory = sinks.Memory()
-            wrapped = ShadowWSGIMiddleware(app, held, name="fork-bytes", sinks=[memory],
-                                           max_pending_bytes=4_000)
-            post(wrapped, 3_000)  # running in the parent, holding 3,002 bytes
-            budget = wrapped.settings.budget
-            holder = threading.Thread(target=budget._lock.acquire)
-            holder.start(); holder.join()  # a parent thread holds the lock at fork
-            pid = os.fork()
-            if pid == 0:
-                signal.alarm(20)  # a deadlock ends the child, not the test run
-                release.set()  # the child's own candidates answer
-                ok = wrapped.pending_bytes == 0
-                ok = ok and post(wrapped, 3_000) == b"ok" and wrapped.shadow.flush(10)
-                stats = wrapped.shadow.stats()
-                ok = ok and dict(stats.dropped) == {"fork": 1} and stats.emitted == 1
-                os._exit(0 if ok else 1)
-            _, status = os.waitpid(pid, 0)
-            budget._lock.release()
-            release.set()
-            print(os.waitstatus_to_exitcode(status), wrapped.shadow.flush(10))
-            """
-        )
-    )
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        memory = sinks.Memory()
+        wrapped = ShadowWSGIMiddleware(app, held, name="fork-bytes", sinks=[memory],
+                                       max_pending_bytes=4_000)
+        post(wrapped, 3_000)  # running in the parent, holding 3,002 bytes
+        budget = wrapped.settings.budget
+        holder = threading.Thread(target=budget._lock.acquire)
+        holder.start(); holder.join()  # a parent thread holds the lock at fork
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # a deadlock ends the child, not the test run
+            release.set()  # the child's own candidates answer
+            ok = wrapped.pending_bytes == 0
+            ok = ok and post(wrapped, 3_000) == b"ok" and wrapped.shadow.flush(10)
+            stats = wrapped.shadow.stats()
+            ok = ok and dict(stats.dropped) == {"fork": 1} and stats.emitted == 1
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        budget._lock.release()
+        release.set()
+        print(os.waitstatus_to_exitcode(status), wrapped.shadow.flush(10))
+        """,
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0", "True"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -664,28 +665,23 @@ def test_a_forked_child_samples_per_second_though_a_parent_thread_held_the_lock(
 ) -> None:
     """A fork while another thread was inside per_second's token bucket: the child's first
     sampled call does not wait for ever on a lock no thread of its own will release."""
-    script = tmp_path / "fork_bucket.py"
-    script.write_text(
-        "import os, signal, threading, warnings\n"
-        "warnings.simplefilter('ignore', DeprecationWarning)\n"
-        "from shadowdeco import sampling\n"
-        "bucket = sampling.per_second(100)\n"
-        "holder = threading.Thread(target=bucket._lock.acquire)\n"
-        "holder.start(); holder.join()\n"
-        "pid = os.fork()\n"
-        "if pid == 0:\n"
-        "    signal.alarm(20)  # a deadlock ends the child, not the test run\n"
-        "    os._exit(0 if bucket() is True else 1)\n"
-        "_, status = os.waitpid(pid, 0)\n"
-        "print(os.waitstatus_to_exitcode(status))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    done = run_script(
+        """
+        import os, signal, threading, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+        from shadowdeco import sampling
+
+        bucket = sampling.per_second(100)
+        holder = threading.Thread(target=bucket._lock.acquire)
+        holder.start(); holder.join()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # a deadlock ends the child, not the test run
+            os._exit(0 if bucket() is True else 1)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """,
+        tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"

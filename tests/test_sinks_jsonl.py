@@ -10,9 +10,6 @@ import math
 import os
 import re
 import stat
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_script
 
 import shadowdeco
 from shadowdeco import Observation, ShadowResult, _delivery, shadow, sinks
@@ -169,31 +167,20 @@ def test_shutdown_closes_the_file(jsonl_path: str) -> None:
 
 def test_pending_lines_are_written_at_interpreter_exit(tmp_path: Path) -> None:
     """A program that exits without flushing still leaves every line in the file."""
-    script = tmp_path / "script.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            from shadowdeco import shadow, sinks
+    proc = run_script(
+        """
+        from shadowdeco import shadow, sinks
 
-            jsonl = sinks.JsonLines("exit.jsonl", flush_interval=3600)
+        jsonl = sinks.JsonLines("exit.jsonl", flush_interval=3600)
 
-            @shadow(candidate=lambda x: x + 1, sinks=[jsonl])
-            def predict(x):
-                return x + 1
+        @shadow(candidate=lambda x: x + 1, sinks=[jsonl])
+        def predict(x):
+            return x + 1
 
-            for i in range(50):
-                predict(i)
-            """
-        )
-    )
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
+        for i in range(50):
+            predict(i)
+        """,
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert len(read_lines(tmp_path / "exit.jsonl")) == 50
@@ -816,40 +803,29 @@ def test_fsync_flushes_to_disk(jsonl_path: str, make: Callable[..., sinks.JsonLi
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_write_the_parents_buffer(tmp_path: Path) -> None:
     """After fork each line is written once: the child drops the parent's buffered lines."""
-    script = tmp_path / "script.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, warnings
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
-            from shadowdeco import Observation, ShadowResult, sinks
+    proc = run_script(
+        """
+        import os, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+        from shadowdeco import Observation, ShadowResult, sinks
 
-            ok = Observation("ok", 1, None, 0.0)
+        ok = Observation("ok", 1, None, 0.0)
 
-            def result(i):
-                return ShadowResult("fork", str(i), 0.0, None, ok, ok, 0.0, True)
+        def result(i):
+            return ShadowResult("fork", str(i), 0.0, None, ok, ok, 0.0, True)
 
-            sink = sinks.JsonLines("fork.jsonl", flush_interval=3600)
-            sink.emit(result("parent"))  # buffered at fork
-            pid = os.fork()
-            if pid == 0:
-                sink.emit(result("child"))
-                sink.close()
-                os._exit(0)
-            _, status = os.waitpid(pid, 0)
+        sink = sinks.JsonLines("fork.jsonl", flush_interval=3600)
+        sink.emit(result("parent"))  # buffered at fork
+        pid = os.fork()
+        if pid == 0:
+            sink.emit(result("child"))
             sink.close()
-            print(os.waitstatus_to_exitcode(status))
-            """
-        )
-    )
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        sink.close()
+        print(os.waitstatus_to_exitcode(status))
+        """,
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0"

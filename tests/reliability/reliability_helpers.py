@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
+from helpers import run_script
 
 import shadowdeco
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = ["adds_up", "run_script", "settle", "wait_settled"]
 
 
 def settle(exp: shadowdeco.Experiment, timeout: float = 20) -> shadowdeco.Stats:
@@ -29,20 +25,3 @@ def adds_up(stats: shadowdeco.Stats) -> shadowdeco.Stats:
     assert stats.in_flight == 0, stats
     assert stats.sampled == stats.emitted + sum(stats.dropped.values()), stats
     return stats
-
-
-def run_script(
-    source: str, tmp_path: Path, timeout: float = 60, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run ``source`` in a fresh interpreter (cwd ``tmp_path``) with shadowdeco importable."""
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(source))
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        check=False,
-    )
