@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import types
 import unicodedata
 import zlib
@@ -1358,6 +1359,53 @@ def test_a_backup_both_plain_and_gzipped_is_read_once(tmp_path: Path) -> None:
     rep = build(tmp_path / "a.jsonl")
     assert [f.path for f in rep.files] == [str(tmp_path / "a.jsonl.1"), str(tmp_path / "a.jsonl")]
     assert only(rep).counts.results == 6
+
+
+def test_logrotate_dateext_backups_are_read_oldest_first(tmp_path: Path) -> None:
+    """logrotate's ``dateext`` names backups FILE-YYYYMMDD (``.gz`` with ``compress``; other
+    ``dateformat`` s such as ``-%Y-%m-%d-%s``): read with their file, oldest first; a name that
+    only starts like one (``a.jsonl-old``) is not a backup."""
+    write(tmp_path / "a.jsonl", [result(i) for i in range(2)])
+    write(tmp_path / "a.jsonl-20261127", [result(i) for i in range(2, 5)])
+    with gzip.open(tmp_path / "a.jsonl-20261126.gz", "wt") as handle:
+        handle.write("".join(json.dumps(result(i)) + "\n" for i in range(5, 9)))
+    write(tmp_path / "a.jsonl-old", [result(i) for i in range(9, 20)])
+    rep = build(tmp_path / "a.jsonl")
+    assert [f.path for f in rep.files] == [
+        str(tmp_path / "a.jsonl-20261126.gz"),
+        str(tmp_path / "a.jsonl-20261127"),
+        str(tmp_path / "a.jsonl"),
+    ]
+    assert only(rep).counts.results == 9
+    write(tmp_path / "b.jsonl", [result(0)])
+    write(tmp_path / "b.jsonl-2026-11-27-1795000000", [result(1)])
+    write(tmp_path / "b.jsonl-2026-11-26-1794900000", [result(2)])
+    assert [f.path for f in build(tmp_path / "b.jsonl").files] == [
+        str(tmp_path / "b.jsonl-2026-11-26-1794900000"),
+        str(tmp_path / "b.jsonl-2026-11-27-1795000000"),
+        str(tmp_path / "b.jsonl"),
+    ]
+
+
+def test_labels_from_a_pipe(tmp_path: Path) -> None:
+    """``--labels <(zcat labels.csv.gz)`` hands the report a pipe, which cannot seek."""
+    records = [result(i, key=f"k{i}", live=arm("a"), candidate=arm("ab"[i % 2])) for i in range(4)]
+    logs = write(tmp_path / "s.jsonl", records)
+    for text in (
+        "key,label\n" + "".join(f"k{i},a\n" for i in range(4)),
+        "".join(json.dumps({"key": f"k{i}", "label": "a"}) + "\n" for i in range(4)),
+    ):
+        fifo = tmp_path / "labels.fifo"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=fifo.write_text, args=(text,))
+        writer.start()
+        try:
+            gt = only(build(logs, labels=fifo)).ground_truth
+        finally:
+            writer.join(timeout=30)
+            fifo.unlink()
+        assert gt is not None
+        assert (gt.labeled, gt.live["accuracy"], gt.candidate["accuracy"]) == (4, 1.0, 0.5)
 
 
 def test_stats_lines_of_a_restarted_process_with_the_same_pid_add_up(tmp_path: Path) -> None:

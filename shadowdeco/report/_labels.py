@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -81,10 +82,10 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
     all_numbers, fractional = True, False
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            first = handle.read(1)
-            handle.seek(0)
-            jsonl = _is_jsonl(path, first)
-            for line, key, raw in _rows(path, handle, jsonl):
+            # The first line is read ahead (not seeked back to): a pipe (``<(zcat …)``) works.
+            first = next(handle, "")
+            jsonl = _is_jsonl(path, first[:1])
+            for line, key, raw in _rows(path, itertools.chain([first], handle), jsonl):
                 as_number = parse_number(raw) if isinstance(raw, str) else number(raw)
                 if raw is None or raw == "" or (as_number is not None and math.isnan(as_number)):
                     blank += 1  # no label (yet): the key stays unlabeled

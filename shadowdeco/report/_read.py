@@ -44,8 +44,11 @@ __all__ = [
     "unix_time",
 ]
 
-_BACKUP: Final = re.compile(r"\.(\d+)(?:\.gz)?")
-_BACKUP_END: Final = re.compile(r"\.\d+(?:\.gz)?$")
+# A backup's name after its file's: ".N" (RotatingFileHandler, logrotate) or logrotate's
+# dateext "-YYYYMMDD" (any dateformat that starts with the date: -%Y-%m-%d-%s, …); ".gz" after.
+_SUFFIX: Final = r"(?:\.(?P<n>\d+)|-(?P<date>\d{4}-?\d{2}-?\d{2}(?:[-_]?\d+)*))(?:\.gz)?"
+_BACKUP: Final = re.compile(_SUFFIX)
+_BACKUP_END: Final = re.compile(_SUFFIX + "$")
 _GLOB_CHARS: Final = re.compile(r"[*?\[]")
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 
@@ -136,15 +139,20 @@ def expand_paths(paths: Sequence[str]) -> list[Source]:
 
 
 def _backups(path: str) -> list[str]:
-    """``path.N`` or ``path.N.gz`` that exist, the oldest (highest N) first.  When both
-    exist (logrotate's ``compress`` running, or its input left behind) they hold the same
-    lines: the plain one is read, the compressed one may be incomplete."""
-    found: dict[int, str] = {}
-    for candidate in sorted(glob.glob(glob.escape(path) + ".*")):  # "x.1" before "x.1.gz"
+    """``path.N``, ``path-DATE`` (logrotate's ``dateext``), either with ``.gz``, that exist:
+    the oldest first (dated ones by date, then the highest N).  When ``x.1`` and ``x.1.gz``
+    both exist (logrotate's ``compress`` running, or its input left behind) they hold the
+    same lines: the plain one is read, the compressed one may be incomplete."""
+    found: dict[tuple[int, str, int], str] = {}
+    for candidate in sorted(glob.glob(glob.escape(path) + "[.-]*")):  # "x.1" before "x.1.gz"
         match = _BACKUP.fullmatch(candidate, len(path))
         if match is not None and os.path.isfile(candidate):
-            found.setdefault(int(match.group(1)), candidate)
-    return [found[n] for n in sorted(found, reverse=True)]
+            n, date = match.group("n", "date")
+            # Dated first, oldest first (the digits of one dateformat sort as the dates do);
+            # then numbered, the highest N first.
+            order = (0, re.sub(r"\D", "", date), 0) if date else (1, "", -int(n))
+            found.setdefault(order, candidate)
+    return [found[order] for order in sorted(found)]
 
 
 def _check_readable(path: str) -> None:
