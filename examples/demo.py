@@ -1,4 +1,4 @@
-"""A live model and a candidate in shadow mode, end to end (``make demo``).
+"""A live model and a candidate in shadow mode, end to end (``python examples/demo.py``).
 
 The live model answers every call; the candidate runs in the background on the same inputs,
 and each pair of answers lands in a sink.  At the end we read the paired results and the
@@ -17,7 +17,7 @@ from shadowdeco import compare, shadow, sinks
 
 
 def churn_v2(features: dict[str, float]) -> str:
-    """The candidate: a new threshold, a bit slower, and it chokes on missing tenure."""
+    """The candidate: a new threshold, a bit slower, and it chokes on a negative tenure."""
     time.sleep(0.002)  # a heavier model
     if features["tenure"] < 0:
         raise ValueError("tenure must be >= 0")

@@ -10,7 +10,11 @@ says so with the header ``X-Shadow-Request: 1``, and the new service can skip it
     @shadow(candidate=score_v2, adapt=to_v2, sinks=[sinks.JsonLines("shadow.jsonl")], ...)
     def score(customer_id, features): ...
 
-Endpoints: ``LIVE_URL`` and ``CANDIDATE_URL`` (environment variables).
+Endpoints: ``LIVE_URL`` and ``CANDIDATE_URL`` (environment variables); one call::
+
+    LIVE_URL=http://… CANDIDATE_URL=http://… python examples/in_front_of_the_api.py c1 1.0 0.9
+
+(customer id, tenure, usage drop).
 
 Self-check, 127.0.0.1 only: ``python examples/in_front_of_the_api.py --selftest`` starts the
 two endpoints as tiny ``http.server`` threads on 127.0.0.1 and makes a few calls.
@@ -146,5 +150,7 @@ def selftest() -> None:
 if __name__ == "__main__":
     if "--selftest" in sys.argv[1:]:
         selftest()
+    elif len(sys.argv) != 4:
+        sys.exit(f"usage: {sys.argv[0]} --selftest | CUSTOMER_ID TENURE USAGE_DROP")
     else:
         print(score(sys.argv[1], {"tenure": float(sys.argv[2]), "usage_drop": float(sys.argv[3])}))

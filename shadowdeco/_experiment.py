@@ -365,7 +365,7 @@ class Experiment:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, got {name!r}")
-        self.name: Final = name
+        self._name = name
         #: checks (and, for the middleware, wraps) a candidate given here or set later
         self._make_candidate: Callable[[Any], Any] = _check_candidate
         self._candidate = _check_candidate(candidate)
@@ -382,14 +382,14 @@ class Experiment:
         self._comparator = _compare.coerce(compare, param="compare")
         self._timeout = _check_timeout(timeout)
         self._max_concurrency = _check_positive_int("max_concurrency", max_concurrency)
-        self.max_queue: Final = _check_positive_int("max_queue", max_queue)
+        self._max_queue = _check_positive_int("max_queue", max_queue)
         self._copy_value = copy_inputs
         self._copier = _check_copier(copy_inputs)
         self._adapt = _check_optional_callable("adapt", adapt)
         self._key = _check_optional_callable("key", key)
         if not isinstance(record_inputs, bool):
             raise TypeError(f"record_inputs must be a bool, got {record_inputs!r}")
-        self.record_inputs: Final = record_inputs
+        self._record_inputs = record_inputs
         #: what record_inputs keeps of a call's ``(exp, args, kwargs)``; the middleware keeps
         #: its request summary instead (the request itself holds credentials)
         self._record_of: _Recorder = _recorded_inputs
@@ -520,9 +520,24 @@ class Experiment:
         if self._lane.running:  # a shorter timeout may be due before the timer's next look
             timer.poke()
 
+    # Fixed at decoration (read-only): the name is the registry's key, the bounds and choices
+    # are what a second decoration under the name is checked against.
+
+    @property
+    def name(self) -> str:
+        return self._name
+
     @property
     def max_concurrency(self) -> int:
         return self._max_concurrency
+
+    @property
+    def max_queue(self) -> int:
+        return self._max_queue
+
+    @property
+    def record_inputs(self) -> bool:
+        return self._record_inputs
 
     @property
     def closed(self) -> bool:
@@ -565,7 +580,7 @@ class Experiment:
         lane = self._lane
         with self._live_lock:  # never held by a background thread: no waiting on one here
             self._sampled += 1
-            if lane.waiting >= self.max_queue:
+            if lane.waiting >= self._max_queue:
                 self._queue_full += 1
                 return None
             lane.admitted += 1
@@ -790,7 +805,7 @@ class Experiment:
         else:
             value = guard("context", self.name, context)
             job.context = None if value is FAILED else value
-        if self.record_inputs:
+        if self._record_inputs:
             # A snapshot now, before the candidate may change them; the serializer meets the
             # original objects once, when the result is written (it may not be idempotent).
             job.inputs = self._record_of(self, job.args, job.kwargs)

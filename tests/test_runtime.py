@@ -118,6 +118,26 @@ def test_a_bad_timeout_set_while_serving_names_the_parameter(
     assert fn.shadow.timeout is None
 
 
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("name", "renamed"), ("max_concurrency", 1), ("max_queue", 2), ("record_inputs", True)],
+)
+def test_settings_fixed_at_decoration_are_read_only(attribute: str, value: Any) -> None:
+    """Only enabled, sample, candidate and timeout change while serving: a renamed experiment
+    would be listed under a name ``experiment()`` cannot find, and the others are bounds and
+    choices the decoration was checked against."""
+
+    @shadow(candidate=lambda x: x, name="fixed-settings", sinks=[])
+    def f(x: int) -> int:
+        return x
+
+    before = getattr(f.shadow, attribute)
+    with pytest.raises(AttributeError):
+        setattr(f.shadow, attribute, value)
+    assert getattr(f.shadow, attribute) == before
+    assert shadowdeco.experiment("fixed-settings") is f.shadow
+
+
 def test_enabled_can_be_switched_while_serving() -> None:
     """enabled turns shadowing off and on at once."""
 
