@@ -33,7 +33,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import shadowdeco
 from shadowdeco import shadow
 
-BUSY_LOOP = "while True:\n    sum(range(100_000))"  # the other process on a busy machine
+# The other process on a busy machine.  It ends itself when this script is gone (its parent
+# changes: a kill -9, a crash, a closed terminal, when the finally that kills it never runs), and
+# after BUSY_SECONDS whatever happens, far above what a full busy table takes (~1 minute here).
+BUSY_SECONDS = 600
+BUSY_LOOP = f"""
+import os, time
+parent, end = os.getppid(), time.monotonic() + {BUSY_SECONDS}
+while os.getppid() == parent and time.monotonic() < end:
+    sum(range(100_000))
+"""
 
 
 def burn(n: int) -> int:
@@ -146,6 +155,7 @@ def main() -> int:
             busy_rounds,
             n,
         )
+        busy_throughout = other.poll() is None  # not ended early: the table was busy
     finally:
         other.kill()
         other.wait()
@@ -162,6 +172,9 @@ def main() -> int:
     shadowdeco.shutdown(30)
     pool.shutdown()
     flat_pool.shutdown()
+    if not busy_throughout:
+        print(f"\nINVALID: the busy process ended before its table did (code {other.returncode})")
+        return 1
     return 0
 
 

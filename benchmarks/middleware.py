@@ -51,9 +51,12 @@ median over the rounds; each ratio is the median of the per-round ratios to the 
 without the middleware (with their interquartile range: how noisy the machine was); p50 and
 p99 are over every measured request of the configuration.
 
-At the end every server is stopped gracefully (SIGTERM; SIGKILL only past a bound).  Each
-server process writes its counters after its shadows were drained (gunicorn: at interpreter
-exit, after shadowdeco's exit flush; uvicorn: at the end of the lifespan shutdown, after the
+At the end every server is stopped gracefully (SIGTERM; SIGKILL only past a bound), and so it
+is when the run fails (a server not ready at start-up, a crash), is interrupted (Ctrl-C) or is
+itself sent SIGTERM: no server outlives the script.  A process of a server's group still alive
+5 s after its main process ended is killed, and named among the problems.  Each server
+process writes its counters after its shadows were drained (gunicorn: at interpreter exit,
+after shadowdeco's exit flush; uvicorn: at the end of the lifespan shutdown, after the
 middleware's drain), and the script checks that the JSONL files hold exactly one line per
 emitted result and that every sampled request was emitted or counted as dropped.  A broken
 count, or a failed request, exits 1.  The candidate is a copy of the live app, so a mismatch
@@ -90,6 +93,7 @@ THREADS = 8
 GUNICORN_WORKERS = 2
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
+STRAGGLER_TIMEOUT = 5.0  # after a server's main process ended, for the rest of its group
 TIMES = "\u00d7"  # the multiplication sign, for ratios
 
 
@@ -239,21 +243,34 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
+    def kill(self) -> None:
+        """SIGKILL to the server's whole process group (main process, workers), reaped."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def wait_stopped(self) -> None:
-        """Wait for the stop; past ``STOP_TIMEOUT``, SIGKILL the server's process group."""
+        """Wait for the stop; past ``STOP_TIMEOUT``, SIGKILL the server's process group, and
+        so for a process of its group still alive ``STRAGGLER_TIMEOUT`` after it stopped."""
         try:
             self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.kill()
             raise RuntimeError(f"{self.kind} did not stop within {STOP_TIMEOUT} s") from None
         finally:
             # gunicorn's master returns once its workers are reaped; wait for stragglers.
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + STRAGGLER_TIMEOUT
             while self._group_alive() and time.monotonic() < deadline:
                 time.sleep(0.02)
+            straggler = self._group_alive()
+            if straggler:  # not left running: it would load the machine of the next run
+                self.kill()
             self._log.close()
+        if straggler:
+            raise RuntimeError(
+                f"{self.kind} on port {self.port}: processes of its group still ran "
+                f"{STRAGGLER_TIMEOUT:.0f} s after it stopped (killed)"
+            )
 
     def _group_alive(self) -> bool:
         try:
@@ -426,8 +443,18 @@ def placement() -> tuple[set[int], set[int]]:
     return set(cpus[:half]), set(cpus[half:])
 
 
-def start_targets(root: Path, live_cpus: set[int], other_cpus: set[int]) -> list[Target]:
-    targets = []
+def start_targets(
+    root: Path,
+    live_cpus: set[int],
+    other_cpus: set[int],
+    targets: list[Target],
+    started: list[Server],
+) -> None:
+    """Start every configuration's servers, then wait until each one is ready.
+
+    ``targets`` and ``started`` (every server, as it starts) are filled as it goes, so a
+    failure or an interrupt half-way leaves in them all that must be stopped.
+    """
     for i, config in enumerate(configs()):
         out = root / f"{i:02d}-{config.server}"
         out.mkdir()
@@ -444,14 +471,15 @@ def start_targets(root: Path, live_cpus: set[int], other_cpus: set[int]) -> list
                 other_cpus,
                 keep_alive=not config.candidate_closes,
             )
+            started.append(candidate_server)
             candidate = candidate_server.url
         env = server_env(config, out, candidate)
         server = Server(config.server, env, out / "server.log", workers, live_cpus)
+        started.append(server)
         targets.append(Target(config, out, server, candidate_server))
     for target in targets:
         for server in target.servers:
             server.wait_ready()
-    return targets
 
 
 def cpu_of(servers: list[Server]) -> float:
@@ -489,10 +517,9 @@ def burst(target: Target, everyone: list[Server], requests: int, cap_s: float) -
     return n / load.seconds
 
 
-def stop_targets(targets: list[Target]) -> list[str]:
-    """SIGTERM every server at once, wait for each, then read what each one left."""
+def stop_targets(targets: list[Target], servers: list[Server]) -> list[str]:
+    """SIGTERM every server at once, wait for each, then read what each target left."""
     problems = []
-    servers = [s for t in targets for s in t.servers]
     for server in servers:
         if server.proc.poll() is not None:  # died before the stop: say how
             problems.append(
@@ -694,6 +721,20 @@ def _cpus(cpus: set[int]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM to this script (a ``kill``, a cancelled job): leave through the ``finally`` that
+    stops every server, as Ctrl-C does.  The servers run in sessions of their own, so neither
+    signal reaches them, and the default action would end the script and leave them running."""
+    raise SystemExit(128 + signum)
+
+
+def kill_leftovers(servers: list[Server]) -> None:
+    """The last resort, whatever happened before: no server's process group outlives the run."""
+    for server in servers:
+        if server.proc.poll() is None or server._group_alive():
+            server.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds of 100 requests (smoke run)")
@@ -711,8 +752,11 @@ def main(argv: list[str] | None = None) -> int:
         live_cpus, other_cpus = placement()
         if other_cpus:
             os.sched_setaffinity(0, other_cpus)  # the load generator: off the live servers' CPUs
-        targets = start_targets(Path(tmp), live_cpus, other_cpus)
+        targets: list[Target] = []
+        started_servers: list[Server] = []
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
+            start_targets(Path(tmp), live_cpus, other_cpus, targets, started_servers)
             everyone = [s for t in targets for s in t.servers]
             for t in targets:
                 warm = run_load(t.server.port, warmup, cap_s)
@@ -734,7 +778,11 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         finally:
-            problems = stop_targets(targets)
+            try:
+                problems = stop_targets(targets, started_servers)
+            finally:
+                kill_leftovers(started_servers)
+                signal.signal(signal.SIGTERM, previous)
     print_report(targets, rounds, per_burst, time.monotonic() - started, (live_cpus, other_cpus))
     if problems:
         print("\nProblems:")
