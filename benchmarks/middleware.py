@@ -73,6 +73,7 @@ import itertools
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import statistics
@@ -163,6 +164,16 @@ def free_port() -> int:
             return port
 
 
+def new_token() -> str:
+    """A random string for a server's ``GET /health`` answer (``BENCH_TOKEN``).
+
+    The port is probed free, closed, and bound later by the server: in between another program
+    (or a server left by an earlier run) may take it, and a bare 200 on /health would then pass
+    for this server being ready.  The token says the answer comes from the server started here.
+    """
+    return secrets.token_hex(16)
+
+
 class Server:
     """One server started by this script, in its own process group."""
 
@@ -178,6 +189,7 @@ class Server:
     ) -> None:
         self.kind = kind
         self.port = free_port()
+        self.token = env["BENCH_TOKEN"]  # what its /health must answer
         self.log_path = log_path
         self.probes = 0
         if kind == "gunicorn":
@@ -228,11 +240,19 @@ class Server:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             try:
                 conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException):
+                pass
+            else:
+                if response.status == 200 and body == self.token.encode():
                     self.probes += 1  # a GET: mirrored too, when sampled
                     return
-            except OSError:
-                pass
+                if response.status == 200:
+                    raise RuntimeError(
+                        f"port {self.port} answered /health with {body[:60]!r}, not the token "
+                        f"given to this {self.kind}: another program holds the port"
+                    )
             finally:
                 conn.close()
             time.sleep(0.05)
@@ -303,9 +323,10 @@ def cpu_by_group(pgids: list[int]) -> dict[int, float]:
     return {group: n / ticks for group, n in total.items()}
 
 
-def server_env(config: Config, out: Path, candidate: str) -> dict[str, str]:
+def server_env(config: Config, out: Path, candidate: str, token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWDECO_")}
     env.update(
+        BENCH_TOKEN=token,
         BENCH_SHADOW=config.shadow,
         BENCH_CANDIDATE=candidate,
         BENCH_OUT=str(out),
@@ -461,8 +482,11 @@ def start_targets(
         workers = GUNICORN_WORKERS if config.server == "gunicorn" else 1
         candidate_server = None
         candidate = "inproc"
+        # One token for the live server and its URL candidate: the readiness probe is mirrored
+        # when sampled, and the candidate, a copy of the live app, must answer it the same.
+        token = new_token()
         if config.url_candidate:
-            env = server_env(Config(config.server, "candidate", "off"), out, "inproc")
+            env = server_env(Config(config.server, "candidate", "off"), out, "inproc", token)
             candidate_server = Server(
                 config.server,
                 env,
@@ -473,7 +497,7 @@ def start_targets(
             )
             started.append(candidate_server)
             candidate = candidate_server.url
-        env = server_env(config, out, candidate)
+        env = server_env(config, out, candidate, token)
         server = Server(config.server, env, out / "server.log", workers, live_cpus)
         started.append(server)
         targets.append(Target(config, out, server, candidate_server))
