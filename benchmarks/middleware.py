@@ -57,10 +57,13 @@ itself sent SIGTERM: no server outlives the script.  A process of a server's gro
 5 s after its main process ended is killed, and named among the problems.  Each server
 process writes its counters after its shadows were drained (gunicorn: at interpreter exit,
 after shadowdeco's exit flush; uvicorn: at the end of the lifespan shutdown, after the
-middleware's drain), and the script checks that the JSONL files hold exactly one line per
-emitted result and that every sampled request was emitted or counted as dropped.  A broken
-count, or a failed request, exits 1.  The candidate is a copy of the live app, so a mismatch
-can only be a candidate error: those are listed by type, not failed.
+middleware's drain), and the script checks, for every server with the middleware, that every
+request it answered was sampled or skipped (``sampled + skipped == served``), that every
+sampled request was emitted (``sampled == emitted``, nothing in flight) and the JSONL files
+hold exactly one line per emitted result, and that nothing was dropped, mismatched or a
+candidate error (the candidate is a copy of the live app, on a machine that keeps up: each of
+these is a lost or broken mirror, and the row would not measure what it says).  A broken count,
+or a failed request, prints INVALID with the problems and exits 1.
 """
 
 from __future__ import annotations
@@ -559,7 +562,7 @@ def stop_targets(targets: list[Target], servers: list[Server]) -> list[str]:
     for target in targets:
         target.stats = merged_stats(target.out)
         target.lines, target.candidate_errors = read_results(target.out)
-        problems += check(target.config, target.stats, target.lines, target.workers)
+        problems += check(target)
         where = f"{target.config.server}, {target.config.label}"
         problems += [f"{where}: {e}" for e in target.errors[:3]]
     return problems
@@ -588,28 +591,52 @@ def merged_stats(directory: Path) -> dict[str, Any]:
         merged["not_flushed_first"] += (
             record["when"] == "exit" and not record["closed_before_this_handler"]
         )
-        for key in ("sampled", "skipped", "emitted", "in_flight", "mismatched", "sink_errors"):
-            # mismatched: the candidate is a copy of the live app, so only candidate errors
+        for key in (
+            "sampled",
+            "skipped",
+            "emitted",
+            "in_flight",
+            "mismatched",
+            "candidate_errors",
+            "sink_errors",
+        ):
             merged[key] = merged.get(key, 0) + record[key]
         for reason, n in record["dropped"].items():
             merged["dropped"][reason] = merged["dropped"].get(reason, 0) + n
     return merged
 
 
-def check(config: Config, stats: dict[str, Any], lines: int, workers: int) -> list[str]:
-    """The accounting a graceful stop must leave: one line per emitted result, no loss."""
+def check(target: Target) -> list[str]:
+    """The accounting a graceful stop must leave: every request answered sampled or skipped,
+    every sampled one emitted and one line per emitted result, nothing dropped, no mismatch and
+    no candidate error (the candidate is a copy of the live app: either is a broken mirror)."""
+    config, stats, lines = target.config, target.stats, target.lines
     where = f"{config.server}, {config.label}"
     if config.shadow == "off":
         return [f"{where}: {lines} result lines without the middleware"] if lines else []
     problems = []
-    if stats["processes"] != workers:
-        problems.append(f"{where}: {stats['processes']} stats files, expected {workers}")
+    if stats["processes"] != target.workers:
+        problems.append(f"{where}: {stats['processes']} stats files, expected {target.workers}")
         return problems
     dropped = sum(stats["dropped"].values())
     if stats["sampled"] != stats["emitted"] + dropped or stats["in_flight"]:
         problems.append(f"{where}: stats do not add up: {stats}")
+    if stats["sampled"] + stats["skipped"] != target.served:
+        problems.append(
+            f"{where}: sampled {stats['sampled']:,} + skipped {stats['skipped']:,} != "
+            f"{target.served:,} requests answered"
+        )
+    if dropped:
+        problems.append(f"{where}: {dropped} mirrors dropped {stats['dropped']}")
     if lines != stats["emitted"]:
         problems.append(f"{where}: {lines} result lines, {stats['emitted']} results emitted")
+    if stats["mismatched"]:
+        problems.append(f"{where}: {stats['mismatched']} mismatches")
+    if stats["candidate_errors"] or target.candidate_errors:
+        problems.append(
+            f"{where}: {stats['candidate_errors']} candidate errors counted, in the lines "
+            f"{target.candidate_errors or 0}"
+        )
     if stats["sink_errors"]:
         problems.append(f"{where}: {stats['sink_errors']} sink errors")
     if stats["not_flushed_first"]:
@@ -674,20 +701,22 @@ def print_report(
     print("Accounting after the graceful stop (SIGTERM to every server, then the files counted);")
     print("requests: every request the server answered (readiness probe and warm-up included).")
     print()
-    print("The candidate is a copy of the live app: a mismatch can only be a candidate error.")
+    print("The candidate is a copy of the live app: a drop, a mismatch or a candidate error is a")
+    print("lost or broken mirror, and makes the run INVALID.")
     print()
     print(
-        "| server | configuration | requests | sampled | emitted = JSONL lines | dropped "
-        "| mismatched | candidate errors |"
+        "| server | configuration | requests | sampled | skipped | emitted = JSONL lines "
+        "| dropped | mismatched | candidate errors |"
     )
-    print("|---|---|---:|---:|---:|---|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---|---:|---|")
     for t in targets:
         if t.config.shadow == "off":
             continue
         print(
             f"| {t.config.server} | {t.config.label} | {t.served:,} "
-            f"| {t.stats.get('sampled', 0):,} | {t.lines:,} | {t.stats.get('dropped') or 0} "
-            f"| {t.stats.get('mismatched', 0):,} | {t.candidate_errors or 0} |"
+            f"| {t.stats.get('sampled', 0):,} | {t.stats.get('skipped', 0):,} | {t.lines:,} "
+            f"| {t.stats.get('dropped') or 0} | {t.stats.get('mismatched', 0):,} "
+            f"| {t.candidate_errors or 0} |"
         )
     print()
     print(f"Budget (DESIGN.md): middleware at 10 % under a real server ≥ {BUDGET}{TIMES}")
@@ -809,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(signal.SIGTERM, previous)
     print_report(targets, rounds, per_burst, time.monotonic() - started, (live_cpus, other_cpus))
     if problems:
-        print("\nProblems:")
+        print("\nINVALID: the accounting or the requests above did not hold; problems:\n")
         for problem in problems:
             print(f"- {problem}")
         return 1
