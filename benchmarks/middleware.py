@@ -49,7 +49,11 @@ The load comes from this process on 127.0.0.1: 8 threads, each with its own keep
 reconnects), sending a fixed number of requests per burst (or until a time cap).  req/s is the
 median over the rounds; each ratio is the median of the per-round ratios to the same server
 without the middleware (with their interquartile range: how noisy the machine was); p50 and
-p99 are over every measured request of the configuration.
+p99 are over every measured request of the configuration.  The client shares its CPU with the
+URL candidates' servers, so its own CPU time over each burst (``time.process_time()``: this
+process, every thread) is shown as a share of one core, median and max over the bursts; a row
+with a burst above 70 % is flagged "client-bound": its req/s may be the client's limit as much
+as the server's (a flag to read, not a failure).
 
 At the end every server is stopped gracefully (SIGTERM; SIGKILL only past a bound), and so it
 is when the run fails (a server not ready at start-up, a crash), is interrupted (Ctrl-C) or is
@@ -93,6 +97,7 @@ import _machine
 
 APPS = Path(__file__).resolve().parent / "apps"
 BUDGET = 0.9  # DESIGN.md: middleware at 10 %, under a real server, >= 0.9x the throughput
+CLIENT_BOUND = 0.7  # a burst whose client used more than this share of a core is flagged
 THREADS = 8
 GUNICORN_WORKERS = 2
 START_TIMEOUT = 30.0
@@ -359,6 +364,12 @@ class Load:
     seconds: float
     latencies: list[float]  # seconds, one per successful request
     errors: list[str]
+    cpu_s: float = 0.0  # this process's CPU time (every thread) over the load: the client's
+
+    @property
+    def client_share(self) -> float:
+        """The client's CPU over the load, as a share of one core."""
+        return self.cpu_s / self.seconds if self.seconds > 0 else 0.0
 
 
 def run_load(port: int, requests: int, cap_s: float, threads: int = THREADS) -> Load:
@@ -402,12 +413,14 @@ def run_load(port: int, requests: int, cap_s: float, threads: int = THREADS) -> 
     workers = [threading.Thread(target=worker) for _ in range(threads)]
     for w in workers:
         w.start()
+    cpu0 = time.process_time()  # the main thread only waits from here on: the rest is the load
     start = time.perf_counter()
     deadline[0] = start + cap_s
     barrier.wait()
     for w in workers:
         w.join()
-    return Load(time.perf_counter() - start, latencies, errors)
+    seconds = time.perf_counter() - start
+    return Load(seconds, latencies, errors, time.process_time() - cpu0)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -432,6 +445,7 @@ class Target:
     candidate_cpu_s: float = 0.0  # the URL candidate server's
     measured: int = 0  # requests measured, over every burst
     drain_s: list[float] = field(default_factory=list)  # quiet again after each burst
+    client_share: list[float] = field(default_factory=list)  # client's CPU / a core, per burst
     served: int = 0  # every request answered: readiness probe, warm-up, measured
     errors: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
@@ -541,6 +555,7 @@ def burst(target: Target, everyone: list[Server], requests: int, cap_s: float) -
     target.errors += load.errors
     target.latencies += load.latencies
     target.measured += n
+    target.client_share.append(load.client_share)
     return n / load.seconds
 
 
@@ -670,6 +685,17 @@ def cpu_cell(target: Target) -> str:
     return cell
 
 
+def client_cell(target: Target) -> str:
+    """The client's CPU share of a core over the bursts (median, max), flagged above the bound."""
+    if not target.client_share:
+        return "—"
+    cell = f"{median(target.client_share):.0%} ({max(target.client_share):.0%})"
+    bound = sum(share > CLIENT_BOUND for share in target.client_share)
+    if bound:
+        cell += f" **client-bound** in {bound}/{len(target.client_share)}"
+    return cell
+
+
 def print_report(
     targets: list[Target], rounds: int, per_burst: int, elapsed: float, cpus: tuple[set[int], ...]
 ) -> None:
@@ -682,9 +708,10 @@ def print_report(
     print()
     print(
         "| server | configuration | req/s | ratio to no middleware (IQR) | p50 ms | p99 ms "
-        "| live server CPU ms/req | CPU-based ratio | drain after burst s |"
+        "| live server CPU ms/req | CPU-based ratio | drain after burst s "
+        "| client CPU, share of a core (max) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t in targets:
         ratio = "—"
         if len(t.ratios) >= 2:
@@ -695,7 +722,18 @@ def print_report(
             f"| {percentile(t.latencies, 0.50) * 1e3:.2f} "
             f"| {percentile(t.latencies, 0.99) * 1e3:.2f} "
             f"| {cpu_cell(t)} | {cpu_ratio(t, targets):.2f}{TIMES} "
-            f"| {median(t.drain_s):.2f} |"
+            f"| {median(t.drain_s):.2f} | {client_cell(t)} |"
+        )
+    print()
+    bound_rows = sum(any(share > CLIENT_BOUND for share in t.client_share) for t in targets)
+    print(
+        f"Client CPU: this process (the {THREADS} load threads) over each burst, as a share of one "
+        f"core, median (max) over the bursts; it shares its CPU with the URL candidates' servers."
+    )
+    if bound_rows:
+        print(
+            f"{bound_rows} row(s) had a burst above {CLIENT_BOUND:.0%} of a core (client-bound): "
+            "their req/s may be the client's limit as much as the server's."
         )
     print()
     print("Accounting after the graceful stop (SIGTERM to every server, then the files counted);")
