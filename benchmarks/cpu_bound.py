@@ -2,13 +2,13 @@
 
     python benchmarks/cpu_bound.py [--quick]
 
-The live function and the candidate each burn ~2 ms of pure-Python CPU.  A candidate on a
-shadowdeco worker thread competes with the live path for the GIL; in a
-``shadowdeco.ProcessPool`` it runs on the other core.  Sampling is 100 %; the live caller is
-one thread making calls back to back.  The cases run round-robin, one batch each per round,
-the first case moving by one each round, so a noisy neighbour slows every case alike; each
-ratio is the median of the per-round ratios to the undecorated batch of the same round.
-Budget (issue 7): with the process pool, live keeps >= 0.9x its undecorated throughput on
+The live function and the candidate each burn ~1-1.5 ms of pure-Python CPU (``burn(20_000)``,
+by the VM's phase).  A candidate on a shadowdeco worker thread competes with the live path for
+the GIL; in a ``shadowdeco.ProcessPool`` it runs on the other core.  Sampling is 100 %; the
+live caller is one thread making calls back to back.  The cases run round-robin, one batch each
+per round, the first case moving by one each round, so a noisy neighbour slows every case
+alike; each ratio is the median of the per-round ratios to the undecorated batch of the same
+round.  Budget (issue 7): with the process pool, live keeps >= 0.9x its undecorated throughput on
 this 2-core machine.
 
 A second table runs on a **busy machine**: another process burns CPU for the whole table, so
@@ -53,7 +53,9 @@ while os.getppid() == parent and time.monotonic() < end:
 
 
 def burn(n: int) -> int:
-    """~2 ms of pure-Python work for n=20_000 here."""
+    """~1-1.5 ms of pure-Python work for n=20_000 here: 1.48 ms median of 200 calls on the
+    2-vCPU VM on 2026-11-28, ~1.0 ms in a probe the evening before (the VM has a fast and a
+    slow phase)."""
     total = 0
     for i in range(n):
         total += i * i % 7
