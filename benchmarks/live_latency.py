@@ -20,15 +20,21 @@ latency includes the candidate's) with a fast and with a 50 ms sleeping candidat
 ``@shadow(sample=1.0)`` with four candidates:
 
 * fast: returns its input at once;
-* slow: sleeps 50 ms.  Four workers finish 80 a second, calls come ~500 a second: the queue
-  fills and the excess is dropped and counted (``queue_full``);
+* slow: sleeps 50 ms.  Four workers finish 80 a second, and this case gets one call per round
+  of eight cases (~17 ms a round), about 60 a second: its queue never fills and nothing is
+  dropped.  It measures a candidate 25 times slower than the live call that the workers still
+  keep up with; a caller calling it back to back would fill the queue and drop the excess, as
+  the hanging case does;
 * raising: raises ``RuntimeError``;
 * hanging: blocks forever on an ``Event`` that is never set, ``timeout=0.1``.  Each hung call is
   settled as a timeout after 0.1 s but keeps its worker thread (DESIGN I8): after four, every
   worker is stuck, the queue fills, and every later call is dropped and counted.
 
-How it measures: the cases run round-robin, one call of each case per round, the first case
-moving by one every round, so a noisy neighbour hits every case alike.  p50 / p99 are taken over
+How it measures: every round makes one call of each case, in an order shuffled each round (by
+a ``random.Random`` with a fixed seed, so runs are alike), so a noisy neighbour hits every case
+alike.  Shuffled, not cycled: in a fixed cyclic order each case mostly follows the same other
+one, and the background work a case leaves behind (its candidate, its threads) would land
+mostly on that one row.  p50 / p99 are taken over
 all of a case's calls; each ratio divides by the undecorated function's p50 / p99 over the calls
 of both undecorated rows (the row and its A/A control) of the same table, same run: the
 reference p99 of one row alone moved by +-3 % between the two identical rows.
@@ -61,6 +67,7 @@ HANG_TIMEOUT = 0.1  # the hanging candidate's timeout
 BUDGET = 1.05  # shadowdeco p99 / undecorated p99
 LAB_SLOW_SHARE = 20  # the laboratory 50 ms case makes 1/20 of the calls (each takes ~52 ms)
 BOOTSTRAP = 300  # resamples for the p99 ratio's 90 % interval
+ORDER_SEED = 2026  # the seed of the per-round shuffle of the cases' order
 
 _NEVER = threading.Event()  # never set: the hanging candidate waits on it forever
 
@@ -202,19 +209,24 @@ def build_cases(live: Callable[[Any], Any], label: str) -> list[Case]:
 
 
 def run(cases: list[Case], calls: int) -> None:
-    """One call of every case per round (a case with share k: every k-th round).
+    """One call of every case per round (a case with share k: every k-th round), in an order
+    shuffled each round.
 
     Interleaving single calls, not chunks, matters for p99: a noise burst of the shared
     machine (another process taking a core for 50 ms) then lands on all cases alike, instead of
-    on the one case whose chunk happened to be running.
+    on the one case whose chunk happened to be running.  The shuffle gives each case every
+    other case as its predecessor about as often: what one case leaves running in the
+    background is spread over the rows, not charged to the one that always comes next.
     """
     clock = time.perf_counter_ns
+    rng = random.Random(ORDER_SEED)
+    order = list(cases)
     for case in cases:  # warm up: threads started, caches filled; not recorded
         for _ in range(3):
             case.fn(1)
     for r in range(calls):
-        shift = r % len(cases)
-        for case in cases[shift:] + cases[:shift]:
+        rng.shuffle(order)
+        for case in order:
             if r % case.share:
                 continue
             fn = case.fn
@@ -295,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"- {'quick' if options.quick else 'full'} run: {calls:,} calls per case (the laboratory "
-        f"50 ms case: 1/{LAB_SLOW_SHARE} of that), one call of each case per round, round-robin"
+        f"50 ms case: 1/{LAB_SLOW_SHARE} of that), one call of each case per round, in an "
+        f"order shuffled each round (seed {ORDER_SEED})"
     )
     cpu_ms = calibrate_spin()
     print(f"- CPU-bound live function: {_SPIN:,} loop iterations, {cpu_ms:.2f} ms median alone\n")

@@ -49,15 +49,25 @@ The load comes from this process on 127.0.0.1: 8 threads, each with its own keep
 reconnects), sending a fixed number of requests per burst (or until a time cap).  req/s is the
 median over the rounds; each ratio is the median of the per-round ratios to the same server
 without the middleware (with their interquartile range: how noisy the machine was); p50 and
-p99 are over every measured request of the configuration.
+p99 are over every measured request of the configuration.  The client shares its CPU with the
+URL candidates' servers, so its own CPU time over each burst (``time.process_time()``: this
+process, every thread) is shown as a share of one core, median and max over the bursts; a row
+with a burst above 70 % is flagged "client-bound": its req/s may be the client's limit as much
+as the server's (a flag to read, not a failure).
 
-At the end every server is stopped gracefully (SIGTERM; SIGKILL only past a bound).  Each
-server process writes its counters after its shadows were drained (gunicorn: at interpreter
-exit, after shadowdeco's exit flush; uvicorn: at the end of the lifespan shutdown, after the
-middleware's drain), and the script checks that the JSONL files hold exactly one line per
-emitted result and that every sampled request was emitted or counted as dropped.  A broken
-count, or a failed request, exits 1.  The candidate is a copy of the live app, so a mismatch
-can only be a candidate error: those are listed by type, not failed.
+At the end every server is stopped gracefully (SIGTERM; SIGKILL only past a bound), and so it
+is when the run fails (a server not ready at start-up, a crash), is interrupted (Ctrl-C) or is
+itself sent SIGTERM: no server outlives the script.  A process of a server's group still alive
+5 s after its main process ended is killed, and named among the problems.  Each server
+process writes its counters after its shadows were drained (gunicorn: at interpreter exit,
+after shadowdeco's exit flush; uvicorn: at the end of the lifespan shutdown, after the
+middleware's drain), and the script checks, for every server with the middleware, that every
+request it answered was sampled or skipped (``sampled + skipped == served``), that every
+sampled request was emitted (``sampled == emitted``, nothing in flight) and the JSONL files
+hold exactly one line per emitted result, and that nothing was dropped, mismatched or a
+candidate error (the candidate is a copy of the live app, on a machine that keeps up: each of
+these is a lost or broken mirror, and the row would not measure what it says).  A broken count,
+or a failed request, prints INVALID with the problems and exits 1.
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ import itertools
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import statistics
@@ -86,10 +97,12 @@ import _machine
 
 APPS = Path(__file__).resolve().parent / "apps"
 BUDGET = 0.9  # DESIGN.md: middleware at 10 %, under a real server, >= 0.9x the throughput
+CLIENT_BOUND = 0.7  # a burst whose client used more than this share of a core is flagged
 THREADS = 8
 GUNICORN_WORKERS = 2
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
+STRAGGLER_TIMEOUT = 5.0  # after a server's main process ended, for the rest of its group
 TIMES = "\u00d7"  # the multiplication sign, for ratios
 
 
@@ -159,6 +172,16 @@ def free_port() -> int:
             return port
 
 
+def new_token() -> str:
+    """A random string for a server's ``GET /health`` answer (``BENCH_TOKEN``).
+
+    The port is probed free, closed, and bound later by the server: in between another program
+    (or a server left by an earlier run) may take it, and a bare 200 on /health would then pass
+    for this server being ready.  The token says the answer comes from the server started here.
+    """
+    return secrets.token_hex(16)
+
+
 class Server:
     """One server started by this script, in its own process group."""
 
@@ -174,6 +197,7 @@ class Server:
     ) -> None:
         self.kind = kind
         self.port = free_port()
+        self.token = env["BENCH_TOKEN"]  # what its /health must answer
         self.log_path = log_path
         self.probes = 0
         if kind == "gunicorn":
@@ -224,11 +248,19 @@ class Server:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             try:
                 conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException):
+                pass
+            else:
+                if response.status == 200 and body == self.token.encode():
                     self.probes += 1  # a GET: mirrored too, when sampled
                     return
-            except OSError:
-                pass
+                if response.status == 200:
+                    raise RuntimeError(
+                        f"port {self.port} answered /health with {body[:60]!r}, not the token "
+                        f"given to this {self.kind}: another program holds the port"
+                    )
             finally:
                 conn.close()
             time.sleep(0.05)
@@ -239,21 +271,34 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
+    def kill(self) -> None:
+        """SIGKILL to the server's whole process group (main process, workers), reaped."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def wait_stopped(self) -> None:
-        """Wait for the stop; past ``STOP_TIMEOUT``, SIGKILL the server's process group."""
+        """Wait for the stop; past ``STOP_TIMEOUT``, SIGKILL the server's process group, and
+        so for a process of its group still alive ``STRAGGLER_TIMEOUT`` after it stopped."""
         try:
             self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.kill()
             raise RuntimeError(f"{self.kind} did not stop within {STOP_TIMEOUT} s") from None
         finally:
             # gunicorn's master returns once its workers are reaped; wait for stragglers.
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + STRAGGLER_TIMEOUT
             while self._group_alive() and time.monotonic() < deadline:
                 time.sleep(0.02)
+            straggler = self._group_alive()
+            if straggler:  # not left running: it would load the machine of the next run
+                self.kill()
             self._log.close()
+        if straggler:
+            raise RuntimeError(
+                f"{self.kind} on port {self.port}: processes of its group still ran "
+                f"{STRAGGLER_TIMEOUT:.0f} s after it stopped (killed)"
+            )
 
     def _group_alive(self) -> bool:
         try:
@@ -286,9 +331,10 @@ def cpu_by_group(pgids: list[int]) -> dict[int, float]:
     return {group: n / ticks for group, n in total.items()}
 
 
-def server_env(config: Config, out: Path, candidate: str) -> dict[str, str]:
+def server_env(config: Config, out: Path, candidate: str, token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWDECO_")}
     env.update(
+        BENCH_TOKEN=token,
         BENCH_SHADOW=config.shadow,
         BENCH_CANDIDATE=candidate,
         BENCH_OUT=str(out),
@@ -318,6 +364,12 @@ class Load:
     seconds: float
     latencies: list[float]  # seconds, one per successful request
     errors: list[str]
+    cpu_s: float = 0.0  # this process's CPU time (every thread) over the load: the client's
+
+    @property
+    def client_share(self) -> float:
+        """The client's CPU over the load, as a share of one core."""
+        return self.cpu_s / self.seconds if self.seconds > 0 else 0.0
 
 
 def run_load(port: int, requests: int, cap_s: float, threads: int = THREADS) -> Load:
@@ -361,12 +413,14 @@ def run_load(port: int, requests: int, cap_s: float, threads: int = THREADS) -> 
     workers = [threading.Thread(target=worker) for _ in range(threads)]
     for w in workers:
         w.start()
+    cpu0 = time.process_time()  # the main thread only waits from here on: the rest is the load
     start = time.perf_counter()
     deadline[0] = start + cap_s
     barrier.wait()
     for w in workers:
         w.join()
-    return Load(time.perf_counter() - start, latencies, errors)
+    seconds = time.perf_counter() - start
+    return Load(seconds, latencies, errors, time.process_time() - cpu0)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -391,6 +445,7 @@ class Target:
     candidate_cpu_s: float = 0.0  # the URL candidate server's
     measured: int = 0  # requests measured, over every burst
     drain_s: list[float] = field(default_factory=list)  # quiet again after each burst
+    client_share: list[float] = field(default_factory=list)  # client's CPU / a core, per burst
     served: int = 0  # every request answered: readiness probe, warm-up, measured
     errors: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
@@ -426,16 +481,29 @@ def placement() -> tuple[set[int], set[int]]:
     return set(cpus[:half]), set(cpus[half:])
 
 
-def start_targets(root: Path, live_cpus: set[int], other_cpus: set[int]) -> list[Target]:
-    targets = []
+def start_targets(
+    root: Path,
+    live_cpus: set[int],
+    other_cpus: set[int],
+    targets: list[Target],
+    started: list[Server],
+) -> None:
+    """Start every configuration's servers, then wait until each one is ready.
+
+    ``targets`` and ``started`` (every server, as it starts) are filled as it goes, so a
+    failure or an interrupt half-way leaves in them all that must be stopped.
+    """
     for i, config in enumerate(configs()):
         out = root / f"{i:02d}-{config.server}"
         out.mkdir()
         workers = GUNICORN_WORKERS if config.server == "gunicorn" else 1
         candidate_server = None
         candidate = "inproc"
+        # One token for the live server and its URL candidate: the readiness probe is mirrored
+        # when sampled, and the candidate, a copy of the live app, must answer it the same.
+        token = new_token()
         if config.url_candidate:
-            env = server_env(Config(config.server, "candidate", "off"), out, "inproc")
+            env = server_env(Config(config.server, "candidate", "off"), out, "inproc", token)
             candidate_server = Server(
                 config.server,
                 env,
@@ -444,14 +512,15 @@ def start_targets(root: Path, live_cpus: set[int], other_cpus: set[int]) -> list
                 other_cpus,
                 keep_alive=not config.candidate_closes,
             )
+            started.append(candidate_server)
             candidate = candidate_server.url
-        env = server_env(config, out, candidate)
+        env = server_env(config, out, candidate, token)
         server = Server(config.server, env, out / "server.log", workers, live_cpus)
+        started.append(server)
         targets.append(Target(config, out, server, candidate_server))
     for target in targets:
         for server in target.servers:
             server.wait_ready()
-    return targets
 
 
 def cpu_of(servers: list[Server]) -> float:
@@ -486,13 +555,13 @@ def burst(target: Target, everyone: list[Server], requests: int, cap_s: float) -
     target.errors += load.errors
     target.latencies += load.latencies
     target.measured += n
+    target.client_share.append(load.client_share)
     return n / load.seconds
 
 
-def stop_targets(targets: list[Target]) -> list[str]:
-    """SIGTERM every server at once, wait for each, then read what each one left."""
+def stop_targets(targets: list[Target], servers: list[Server]) -> list[str]:
+    """SIGTERM every server at once, wait for each, then read what each target left."""
     problems = []
-    servers = [s for t in targets for s in t.servers]
     for server in servers:
         if server.proc.poll() is not None:  # died before the stop: say how
             problems.append(
@@ -508,7 +577,7 @@ def stop_targets(targets: list[Target]) -> list[str]:
     for target in targets:
         target.stats = merged_stats(target.out)
         target.lines, target.candidate_errors = read_results(target.out)
-        problems += check(target.config, target.stats, target.lines, target.workers)
+        problems += check(target)
         where = f"{target.config.server}, {target.config.label}"
         problems += [f"{where}: {e}" for e in target.errors[:3]]
     return problems
@@ -537,28 +606,52 @@ def merged_stats(directory: Path) -> dict[str, Any]:
         merged["not_flushed_first"] += (
             record["when"] == "exit" and not record["closed_before_this_handler"]
         )
-        for key in ("sampled", "skipped", "emitted", "in_flight", "mismatched", "sink_errors"):
-            # mismatched: the candidate is a copy of the live app, so only candidate errors
+        for key in (
+            "sampled",
+            "skipped",
+            "emitted",
+            "in_flight",
+            "mismatched",
+            "candidate_errors",
+            "sink_errors",
+        ):
             merged[key] = merged.get(key, 0) + record[key]
         for reason, n in record["dropped"].items():
             merged["dropped"][reason] = merged["dropped"].get(reason, 0) + n
     return merged
 
 
-def check(config: Config, stats: dict[str, Any], lines: int, workers: int) -> list[str]:
-    """The accounting a graceful stop must leave: one line per emitted result, no loss."""
+def check(target: Target) -> list[str]:
+    """The accounting a graceful stop must leave: every request answered sampled or skipped,
+    every sampled one emitted and one line per emitted result, nothing dropped, no mismatch and
+    no candidate error (the candidate is a copy of the live app: either is a broken mirror)."""
+    config, stats, lines = target.config, target.stats, target.lines
     where = f"{config.server}, {config.label}"
     if config.shadow == "off":
         return [f"{where}: {lines} result lines without the middleware"] if lines else []
     problems = []
-    if stats["processes"] != workers:
-        problems.append(f"{where}: {stats['processes']} stats files, expected {workers}")
+    if stats["processes"] != target.workers:
+        problems.append(f"{where}: {stats['processes']} stats files, expected {target.workers}")
         return problems
     dropped = sum(stats["dropped"].values())
     if stats["sampled"] != stats["emitted"] + dropped or stats["in_flight"]:
         problems.append(f"{where}: stats do not add up: {stats}")
+    if stats["sampled"] + stats["skipped"] != target.served:
+        problems.append(
+            f"{where}: sampled {stats['sampled']:,} + skipped {stats['skipped']:,} != "
+            f"{target.served:,} requests answered"
+        )
+    if dropped:
+        problems.append(f"{where}: {dropped} mirrors dropped {stats['dropped']}")
     if lines != stats["emitted"]:
         problems.append(f"{where}: {lines} result lines, {stats['emitted']} results emitted")
+    if stats["mismatched"]:
+        problems.append(f"{where}: {stats['mismatched']} mismatches")
+    if stats["candidate_errors"] or target.candidate_errors:
+        problems.append(
+            f"{where}: {stats['candidate_errors']} candidate errors counted, in the lines "
+            f"{target.candidate_errors or 0}"
+        )
     if stats["sink_errors"]:
         problems.append(f"{where}: {stats['sink_errors']} sink errors")
     if stats["not_flushed_first"]:
@@ -592,6 +685,17 @@ def cpu_cell(target: Target) -> str:
     return cell
 
 
+def client_cell(target: Target) -> str:
+    """The client's CPU share of a core over the bursts (median, max), flagged above the bound."""
+    if not target.client_share:
+        return "—"
+    cell = f"{median(target.client_share):.0%} ({max(target.client_share):.0%})"
+    bound = sum(share > CLIENT_BOUND for share in target.client_share)
+    if bound:
+        cell += f" **client-bound** in {bound}/{len(target.client_share)}"
+    return cell
+
+
 def print_report(
     targets: list[Target], rounds: int, per_burst: int, elapsed: float, cpus: tuple[set[int], ...]
 ) -> None:
@@ -604,9 +708,10 @@ def print_report(
     print()
     print(
         "| server | configuration | req/s | ratio to no middleware (IQR) | p50 ms | p99 ms "
-        "| live server CPU ms/req | CPU-based ratio | drain after burst s |"
+        "| live server CPU ms/req | CPU-based ratio | drain after burst s "
+        "| client CPU, share of a core (max) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t in targets:
         ratio = "—"
         if len(t.ratios) >= 2:
@@ -617,26 +722,39 @@ def print_report(
             f"| {percentile(t.latencies, 0.50) * 1e3:.2f} "
             f"| {percentile(t.latencies, 0.99) * 1e3:.2f} "
             f"| {cpu_cell(t)} | {cpu_ratio(t, targets):.2f}{TIMES} "
-            f"| {median(t.drain_s):.2f} |"
+            f"| {median(t.drain_s):.2f} | {client_cell(t)} |"
+        )
+    print()
+    bound_rows = sum(any(share > CLIENT_BOUND for share in t.client_share) for t in targets)
+    print(
+        f"Client CPU: this process (the {THREADS} load threads) over each burst, as a share of one "
+        f"core, median (max) over the bursts; it shares its CPU with the URL candidates' servers."
+    )
+    if bound_rows:
+        print(
+            f"{bound_rows} row(s) had a burst above {CLIENT_BOUND:.0%} of a core (client-bound): "
+            "their req/s may be the client's limit as much as the server's."
         )
     print()
     print("Accounting after the graceful stop (SIGTERM to every server, then the files counted);")
     print("requests: every request the server answered (readiness probe and warm-up included).")
     print()
-    print("The candidate is a copy of the live app: a mismatch can only be a candidate error.")
+    print("The candidate is a copy of the live app: a drop, a mismatch or a candidate error is a")
+    print("lost or broken mirror, and makes the run INVALID.")
     print()
     print(
-        "| server | configuration | requests | sampled | emitted = JSONL lines | dropped "
-        "| mismatched | candidate errors |"
+        "| server | configuration | requests | sampled | skipped | emitted = JSONL lines "
+        "| dropped | mismatched | candidate errors |"
     )
-    print("|---|---|---:|---:|---:|---|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---|---:|---|")
     for t in targets:
         if t.config.shadow == "off":
             continue
         print(
             f"| {t.config.server} | {t.config.label} | {t.served:,} "
-            f"| {t.stats.get('sampled', 0):,} | {t.lines:,} | {t.stats.get('dropped') or 0} "
-            f"| {t.stats.get('mismatched', 0):,} | {t.candidate_errors or 0} |"
+            f"| {t.stats.get('sampled', 0):,} | {t.stats.get('skipped', 0):,} | {t.lines:,} "
+            f"| {t.stats.get('dropped') or 0} | {t.stats.get('mismatched', 0):,} "
+            f"| {t.candidate_errors or 0} |"
         )
     print()
     print(f"Budget (DESIGN.md): middleware at 10 % under a real server ≥ {BUDGET}{TIMES}")
@@ -694,6 +812,20 @@ def _cpus(cpus: set[int]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM to this script (a ``kill``, a cancelled job): leave through the ``finally`` that
+    stops every server, as Ctrl-C does.  The servers run in sessions of their own, so neither
+    signal reaches them, and the default action would end the script and leave them running."""
+    raise SystemExit(128 + signum)
+
+
+def kill_leftovers(servers: list[Server]) -> None:
+    """The last resort, whatever happened before: no server's process group outlives the run."""
+    for server in servers:
+        if server.proc.poll() is None or server._group_alive():
+            server.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds of 100 requests (smoke run)")
@@ -711,8 +843,11 @@ def main(argv: list[str] | None = None) -> int:
         live_cpus, other_cpus = placement()
         if other_cpus:
             os.sched_setaffinity(0, other_cpus)  # the load generator: off the live servers' CPUs
-        targets = start_targets(Path(tmp), live_cpus, other_cpus)
+        targets: list[Target] = []
+        started_servers: list[Server] = []
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
+            start_targets(Path(tmp), live_cpus, other_cpus, targets, started_servers)
             everyone = [s for t in targets for s in t.servers]
             for t in targets:
                 warm = run_load(t.server.port, warmup, cap_s)
@@ -734,10 +869,14 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         finally:
-            problems = stop_targets(targets)
+            try:
+                problems = stop_targets(targets, started_servers)
+            finally:
+                kill_leftovers(started_servers)
+                signal.signal(signal.SIGTERM, previous)
     print_report(targets, rounds, per_burst, time.monotonic() - started, (live_cpus, other_cpus))
     if problems:
-        print("\nProblems:")
+        print("\nINVALID: the accounting or the requests above did not hold; problems:\n")
         for problem in problems:
             print(f"- {problem}")
         return 1

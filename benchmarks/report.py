@@ -112,12 +112,19 @@ def write_log(path: str, lines: int, labels_path: str, subset_path: str, subset:
                 part.write(line)
 
 
-def run_case(mode: str, path: str, labels: str | None) -> dict[str, Any]:
+def case_timeout(lines: int) -> float:
+    """Seconds one case may take: generous (the report takes ~13-16 µs a line here), but bounded,
+    so a hung child fails the run instead of stalling it."""
+    return 600 + lines * 1e-3
+
+
+def run_case(mode: str, path: str, labels: str | None, timeout: float) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, mode, path, labels or ""],
         capture_output=True,
         text=True,
         check=True,
+        timeout=timeout,
     )
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
@@ -147,7 +154,7 @@ def main() -> None:
         runs: list[list[dict[str, Any]]] = [[] for _ in cases]
         for _ in range(args.repeat):
             for i, (_, mode, path, label_file) in enumerate(cases):
-                runs[i].append(run_case(mode, path, label_file))
+                runs[i].append(run_case(mode, path, label_file, case_timeout(args.lines)))
         rows = []
         for (name, *_), case_runs in zip(cases, runs, strict=True):
             fastest = min(r["seconds"] for r in case_runs)

@@ -13,6 +13,7 @@ from typing import Any
 
 import common
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from shadowdeco.middleware import ShadowASGIMiddleware
@@ -37,9 +38,9 @@ def make_app() -> FastAPI:
     def predict(body: Features) -> dict[str, Any]:
         return {"id": body.id, **common.score(body.features)}
 
-    @app.get("/health")
+    @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:
-        return "ok"
+        return common.health_token()  # as plain text, not a JSON string: as the WSGI app
 
     return app
 

@@ -6,6 +6,9 @@ Environment (set by the benchmark):
 * ``BENCH_SHADOW``: ``off`` (no middleware, the default) or a sampling rate (``0``, ``0.1``, ``1``);
 * ``BENCH_CANDIDATE``: ``inproc`` (a second copy of the app in this process, the default) or a
   base URL served by another process;
+* ``BENCH_TOKEN``: what ``GET /health`` answers, a random string the benchmark gives each
+  server, so that its readiness probe knows the answer comes from the server it started and not
+  from another program that took the port (``ok`` when unset);
 * ``BENCH_OUT``: a directory; each server process writes its results to
   ``shadow-<pid>.jsonl`` there and its counters to ``stats-<pid>.json``: at interpreter exit
   (gunicorn), or at the end of the app's lifespan shutdown, after the middleware drained its
@@ -86,6 +89,11 @@ def shadow_options() -> dict[str, Any] | None:
         "sample": float(mode),
         "sinks": [sinks.JsonLines(os.path.join(out, f"shadow-{os.getpid()}.jsonl"))],
     }
+
+
+def health_token() -> str:
+    """What ``GET /health`` answers: this server's token (see the module docstring)."""
+    return os.environ.get("BENCH_TOKEN", "ok")
 
 
 def candidate_url() -> str | None:

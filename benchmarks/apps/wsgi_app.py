@@ -24,7 +24,7 @@ def make_app() -> Flask:
 
     @app.get("/health")
     def health() -> str:
-        return "ok"
+        return common.health_token()
 
     return app
 
