@@ -389,3 +389,13 @@ def test_assert_isolated_inside_a_running_loop_says_why_it_cannot() -> None:
             assert_isolated(predict, 1)
 
     asyncio.run(inside())
+
+
+def test_assert_isolated_passes_on_a_keyword_argument_named_fn() -> None:
+    """``fn`` is positional-only: a keyword argument of that name goes to the function."""
+
+    @shadow(candidate=lambda data, fn: fn(data), sinks=[], name="fn-keyword")
+    def apply(data: list[int], fn: Callable[[list[int]], int]) -> int:
+        return fn(data)
+
+    assert_isolated(apply, [1, 2], fn=len)

@@ -304,10 +304,11 @@ def _copied_state(value: Any) -> tuple[Any, ...] | None:
     return tuple(list(part) if isinstance(part, Iterator) else part for part in reduced)
 
 
-def assert_isolated(fn: Any, *args: Any, **kwargs: Any) -> None:
+def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
     """Assert that no hostile candidate, comparator or sink can change what ``fn`` does.
 
-    ``fn`` is a function decorated with ``@shadow`` (sync or async; a bound method works).
+    ``fn`` is a function decorated with ``@shadow`` (sync or async; a bound method works);
+    positional-only, so that a keyword argument of the function named ``fn`` passes on.
     It is called once undecorated for reference, then once per entry of :data:`HOSTILE`,
     each time on fresh deep copies of the arguments, with the shadow forced on and its
     candidate (or comparator, or sink) replaced by a hostile one.  Each call must return an
