@@ -399,3 +399,24 @@ def test_assert_isolated_passes_on_a_keyword_argument_named_fn() -> None:
         return fn(data)
 
     assert_isolated(apply, [1, 2], fn=len)
+
+
+def test_assert_transparent_inside_a_running_loop_says_why_it_cannot() -> None:
+    """Both arms of an async function run on loops of their own: inside a running loop each
+    would fail the same way, and the property would pass without calling anything."""
+    calls = []
+
+    async def candidate(x: int) -> int:
+        return x
+
+    @shadow(candidate=candidate, name="transparent-in-loop", sinks=[])
+    async def predict(x: int) -> int:
+        calls.append(x)
+        return x + 1
+
+    async def inside() -> None:
+        with pytest.raises(RuntimeError, match="not inside a running event loop"):
+            assert_transparent(predict, st.tuples(st.integers()), max_examples=5)
+
+    asyncio.run(inside())
+    assert calls == []

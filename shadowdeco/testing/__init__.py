@@ -324,11 +324,7 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
         raise TypeError(f"fn must be decorated with @shadow, got {fn!r}")
     undecorated = getattr(fn, "__wrapped__", None)
     is_async = inspect.iscoroutinefunction(fn)
-    if is_async and _in_running_loop():
-        raise RuntimeError(
-            "assert_isolated runs an async function on event loops of its own: call it from "
-            "a plain (sync) test function, not inside a running event loop"
-        )
+    _refuse_running_loop("assert_isolated", is_async)
     release = threading.Event()
 
     def run(target: Callable[..., Any]) -> tuple[tuple[str, Any], Any]:
@@ -378,12 +374,21 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("assert_isolated failed:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _in_running_loop() -> bool:
+def _refuse_running_loop(helper: str, is_async: bool) -> None:
+    """An async function is run on event loops of the helper's own (``asyncio.run``), which
+    cannot start inside a running one: every call would fail alike, and a comparison of two
+    such failures would pass without having called anything.  Say so instead."""
+    if not is_async:
+        return
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return
+    raise RuntimeError(
+        f"{helper} runs an async function on event loops of its own: call it from a plain "
+        "(sync) test function, not inside a running event loop (an async test, or a sync "
+        "function called from one)"
+    )
 
 
 def _check(
@@ -460,6 +465,7 @@ def assert_transparent(
     if not isinstance(experiment, Experiment) or undecorated is None:
         raise TypeError(f"fn must be decorated with @shadow, got {fn!r}")
     is_async = inspect.iscoroutinefunction(fn)
+    _refuse_running_loop("assert_transparent", is_async)
 
     def call(target: Callable[..., Any], a: tuple[Any, ...], k: dict[str, Any]) -> tuple[str, Any]:
         a, k = copy.deepcopy((a, k))
