@@ -420,3 +420,46 @@ def test_assert_transparent_inside_a_running_loop_says_why_it_cannot() -> None:
 
     asyncio.run(inside())
     assert calls == []
+
+
+def test_capture_wait_counts_the_snapshot_it_filtered() -> None:
+    """wait(n, experiment=...) filters and counts one snapshot: a result that arrives just
+    after the snapshot is not taken for one already seen (and waited for once more)."""
+
+    @shadow(candidate=abs, name="wait-race", sinks=[])
+    def predict(x: int) -> int:
+        return abs(x)
+
+    with capture() as seed:
+        predict(-1)
+    (one,) = seed.results
+
+    class Racing(ShadowCapture):
+        """Delivers ``one`` right after the first snapshot of the results is taken."""
+
+        first = True
+
+        @property
+        def results(self) -> list[Any]:
+            snapshot = super().results
+            if self.first:
+                self.first = False
+                self.emit(one)
+            return snapshot
+
+    racing = Racing()
+    returned = threading.Event()
+    rescued = []
+
+    def rescue() -> None:  # a wait for a second arrival ends only by this (escape deadline)
+        if not returned.wait(20):
+            rescued.append(True)
+            racing.emit(one)
+
+    rescuer = threading.Thread(target=rescue)
+    rescuer.start()
+    got = racing.wait(1, timeout=60, experiment="wait-race")
+    returned.set()
+    rescuer.join(60)
+    assert rescued == [], "wait() missed the result that arrived after its snapshot"
+    assert [r.id for r in got] == [one.id]

@@ -59,11 +59,14 @@ class ShadowCapture(Memory):
             return super().wait(n, timeout)
         deadline = time.monotonic() + timeout
         while True:
-            found = self.for_experiment(experiment)
+            # Filtered and counted from one snapshot: a result that arrives after it is new
+            # to the wait below, which returns at once, rather than counted as seen already.
+            snapshot = self.results
+            found = [r for r in snapshot if r.experiment == experiment]
             remaining = deadline - time.monotonic()
             if len(found) >= n or remaining <= 0:
                 return found
-            super().wait(len(self) + 1, remaining)  # until anything new arrives
+            super().wait(len(snapshot) + 1, remaining)  # until anything new arrives
 
 
 @contextlib.contextmanager
