@@ -463,3 +463,35 @@ def test_capture_wait_counts_the_snapshot_it_filtered() -> None:
     rescuer.join(60)
     assert rescued == [], "wait() missed the result that arrived after its snapshot"
     assert [r.id for r in got] == [one.id]
+
+
+def test_inline_blocks_that_overlap_in_two_threads_keep_each_other_on() -> None:
+    """inline() is on while any block is open, and off once the last one closed, whatever
+    the order in which overlapping blocks (two threads, two tasks) end."""
+    state = shadowdeco._experiment._state
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        with inline():
+            a_in.set()
+            assert b_in.wait(30)
+        a_out.set()
+
+    def second() -> None:
+        assert a_in.wait(30)
+        with inline():
+            b_in.set()
+            assert a_out.wait(30)
+            seen["inside the second block, after the first ended"] = bool(state.inline)
+        seen["after both blocks"] = bool(state.inline)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert seen == {
+        "inside the second block, after the first ended": True,
+        "after both blocks": False,
+    }

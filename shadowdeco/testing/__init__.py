@@ -95,19 +95,35 @@ def _release(*sinks: object) -> None:
         _delivery.stop_worker(sink, 10.0)
 
 
+#: Open inline() blocks, in every thread and task: inline mode is on while any is open.
+_inline_blocks = 0
+_inline_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def inline() -> Iterator[None]:
     """Inside the block, a sampled call returns only once its shadow is recorded.
 
     The candidate still runs on shadowdeco's threads, isolated and with its timeout; the call
     just waits for it, so tests are deterministic.
+
+    The mode is one process-wide flag, read on the live path of every sampled call (a plain
+    attribute read, so that it costs nothing when off).  Blocks are counted, so that blocks
+    which overlap in two threads or tasks, and end in any order, leave it on while one of
+    them is still open and off once the last one has closed.
     """
-    state = _experiment._state
-    before, state.inline = state.inline, True
+    _count_inline(+1)
     try:
         yield
     finally:
-        state.inline = before
+        _count_inline(-1)
+
+
+def _count_inline(step: int) -> None:
+    global _inline_blocks  # one count for the whole process, as the flag is
+    with _inline_lock:
+        _inline_blocks += step
+        _experiment._state.inline = _inline_blocks > 0
 
 
 # --------------------------------------------------------------------------------------------
