@@ -495,3 +495,58 @@ def test_inline_blocks_that_overlap_in_two_threads_keep_each_other_on() -> None:
         "inside the second block, after the first ended": True,
         "after both blocks": False,
     }
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_inline_waits_for_the_calls_own_shadow_not_for_others(mode: str) -> None:
+    """An inline call returns once its own shadow is recorded, even while the shadow of an
+    earlier call (another thread's, a test's without inline) still runs."""
+    gate = threading.Event()
+    ended_by: list[str] = []
+
+    def candidate(x: str) -> str:
+        if x == "hang":  # held until the inline call below has returned (escape: 20 s)
+            ended_by.append("release" if gate.wait(20) else "deadline")
+        return x
+
+    name = f"inline-own-{mode}"
+    if mode == "sync":
+
+        @shadow(candidate=candidate, name=name, sinks=[], timeout=60)
+        def predict(x: str) -> str:
+            return x
+
+        call: Callable[[str], str] = predict
+    else:
+
+        @shadow(candidate=candidate, name=name, sinks=[], timeout=60)
+        async def apredict(x: str) -> str:
+            return x
+
+        def call(x: str) -> str:
+            return asyncio.run(apredict(x))
+
+    call("hang")  # not inline: returns at once, its shadow runs on
+    with capture() as results:
+        with inline():
+            assert call("fast") == "fast"
+        recorded = [r.candidate.value for r in results.for_experiment(name)]
+        gate.set()
+    assert ended_by == ["release"], "the inline call waited for another call's shadow"
+    assert recorded == ["fast"]  # its own shadow was recorded when it returned
+
+
+def test_inline_call_finds_its_line_in_a_jsonl_file(tmp_path: Path) -> None:
+    """Inline mode also flushes the sinks its result went to: the line is in the file."""
+    path = tmp_path / "shadow.jsonl"
+    sink = shadowdeco.sinks.JsonLines(str(path))
+
+    @shadow(candidate=abs, name="inline-jsonl", sinks=[sink])
+    def predict(x: int) -> int:
+        return abs(x)
+
+    with inline():
+        predict(-3)
+        lines = path.read_text().splitlines()
+    assert len(lines) == 1
+    assert '"inline-jsonl"' in lines[0]

@@ -105,7 +105,8 @@ def inline() -> Iterator[None]:
     """Inside the block, a sampled call returns only once its shadow is recorded.
 
     The candidate still runs on shadowdeco's threads, isolated and with its timeout; the call
-    just waits for it, so tests are deterministic.
+    just waits for it, so tests are deterministic.  For its own shadow only (its result
+    handed to the sinks): a slow or hung shadow of another call must not hold it up.
 
     The mode is one process-wide flag, read on the live path of every sampled call (a plain
     attribute read, so that it costs nothing when off).  Blocks are counted, so that blocks
