@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -550,3 +551,26 @@ def test_inline_call_finds_its_line_in_a_jsonl_file(tmp_path: Path) -> None:
         lines = path.read_text().splitlines()
     assert len(lines) == 1
     assert '"inline-jsonl"' in lines[0]
+
+
+def test_assert_isolated_leaves_the_failure_log_as_it_found_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The battery's expected failures are neither logged nor counted by the once-a-minute
+    limit of the failure log: a real failure right after it is logged."""
+
+    def comparator(live: int, candidate: int) -> bool:
+        raise RuntimeError("a real bug in the comparator")
+
+    @shadow(candidate=abs, name="log-budget", sinks=[], compare=comparator)
+    def predict(x: int) -> int:
+        return abs(x)
+
+    with caplog.at_level(logging.ERROR, logger="shadowdeco"):
+        assert_isolated(predict, -1)
+        assert not [r for r in caplog.records if "log-budget" in r.getMessage()]
+        predict(-2)
+        assert predict.shadow.flush(10)
+    assert predict.shadow.stats().compare_errors >= 1
+    (record,) = [r for r in caplog.records if "log-budget" in r.getMessage()]
+    assert "comparator of experiment 'log-budget' raised" in record.getMessage()
