@@ -574,3 +574,71 @@ def test_assert_isolated_leaves_the_failure_log_as_it_found_it(
     assert predict.shadow.stats().compare_errors >= 1
     (record,) = [r for r in caplog.records if "log-budget" in r.getMessage()]
     assert "comparator of experiment 'log-budget' raised" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("value", "changed"),
+    [
+        ([3, 1, 2], tuple),  # a list handed back as a tuple
+        (2, float),  # 2 -> 2.0
+        (1, bool),  # 1 -> True
+        ([[1, 2]], lambda v: [tuple(v[0])]),  # an element's type changed
+        ({1: "a"}, lambda v: {1.0: "a"}),  # a key's type changed
+        ({"p": 1}, lambda v: {"p": 1.0}),  # a value's type changed
+        (frozenset({1}), lambda v: frozenset({1.0})),
+    ],
+    ids=["list-tuple", "int-float", "int-bool", "element", "key", "dict-value", "set-element"],
+)
+def test_the_helpers_require_the_very_types_live_returns(value: Any, changed: Any) -> None:
+    """I1 says the very object: a value of another type, at any depth, is a difference,
+    though compare.equal (made for comparing two models' outputs) calls it equal."""
+
+    @shadow(candidate=lambda x: x, sinks=[], name="very-types")
+    def same(x: int) -> Any:
+        return value
+
+    def changing(x: int) -> Any:
+        return changed(same(x))
+
+    broken = _broken(same, changing)
+    with pytest.raises(AssertionError, match=r"the caller got .* instead of"):
+        assert_isolated(broken, 1)
+    with pytest.raises(AssertionError, match=r"decorated .* != undecorated"):
+        assert_transparent(broken, st.tuples(st.integers()), max_examples=5)
+
+
+def test_the_helpers_compare_exceptions_by_type_args_and_attributes() -> None:
+    """An exception raised anew loses what the one live raised carried (errno, filename,
+    attributes): that is a difference, though type and message may look alike."""
+
+    @shadow(candidate=abs, sinks=[], name="very-errors")
+    def opener(path: str) -> Any:
+        raise FileNotFoundError(2, "No such file", path)
+
+    def rebuilt(path: str) -> Any:
+        try:
+            return opener(path)
+        except OSError as exc:
+            raise FileNotFoundError(exc.errno, exc.strerror) from None  # no filename
+
+    with pytest.raises(AssertionError, match=r"the caller got FileNotFoundError"):
+        assert_isolated(_broken(opener, rebuilt), "/x")
+
+    class Refused(Exception):
+        pass
+
+    @shadow(candidate=abs, sinks=[], name="very-error-attributes")
+    def refuse(x: int) -> Any:
+        exc = Refused("no")
+        exc.code = x  # type: ignore[attr-defined]
+        raise exc
+
+    def bare(x: int) -> Any:
+        try:
+            return refuse(x)
+        except Refused as exc:
+            raise Refused(*exc.args) from None  # the same type and message, no .code
+
+    with pytest.raises(AssertionError, match=r"decorated .* != undecorated"):
+        assert_transparent(_broken(refuse, bare), st.tuples(st.integers()), max_examples=5)
+    assert_isolated(refuse, 3)  # the very exception passes through: alike

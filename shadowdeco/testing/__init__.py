@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import inspect
 import threading
 import time
@@ -238,20 +239,47 @@ HOSTILE = (
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    """``("value", what call returned)`` or ``("raised", the exception itself)``."""
     try:
         return "value", call()
     except BaseException as exc:  # noqa: BLE001 - the outcome under test, compared below
-        return "raised", error_of(exc)
+        return "raised", exc
 
 
 def _same(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
-    return a[0] == b[0] and (a[1] == b[1] if a[0] == "raised" else _alike(a[1], b[1]))
+    if a[0] != b[0]:
+        return False
+    if a[0] == "raised":
+        return _same_error(a[1], b[1])
+    return _alike(a[1], b[1])
+
+
+def _same_error(a: BaseException, b: BaseException) -> bool:
+    """The same type, and alike arguments and attributes: what pickling (or a copy) keeps of
+    an exception, ``__reduce__``, which holds its ``args``, its instance ``__dict__`` and
+    what some built-in ones keep apart (an OSError's filename, an ImportError's name).  An
+    exception raised anew with the same message, but without what the original carried,
+    is a different one (I1: the very exception)."""
+    return type(a) is type(b) and _alike(_error_state(a), _error_state(b))
+
+
+def _error_state(exc: BaseException) -> tuple[Any, ...]:
+    try:
+        reduced = exc.__reduce__()
+    except Exception:  # noqa: BLE001 - a class whose pickling is broken: what it holds directly
+        reduced = None
+    if not isinstance(reduced, tuple):
+        return (exc.args, getattr(exc, "__dict__", None))
+    return tuple(reduced[1:])
 
 
 #: Pairs of parts :func:`_alike` looks at, at most, before it calls two values different.
 _ALIKE_BUDGET = 1_000_000
 
 _NOT_PLAIN = (type, FunctionType, BuiltinFunctionType, MethodType, ModuleType)
+
+#: Types whose values a long list of them is compared in one go (see :func:`_alike_walk`).
+_LEAVES = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def _plain(value: Any) -> bool:
@@ -261,18 +289,23 @@ def _plain(value: Any) -> bool:
 
 
 def _alike(a: Any, b: Any) -> bool:
-    """:func:`~shadowdeco.compare.equal`, where an object without an ``__eq__`` of its own
-    matches another of the same class that holds alike state.
+    """Whether ``a`` and ``b`` are alike enough to pass for the very same value (I1).
 
-    The helpers compare values made from separate deep copies, so ``==`` falling back to
-    identity would call two ``Prediction("a")`` different.  The state compared is what a copy
-    (and pickle) carries, ``__reduce_ex__``: ``__dict__``, ``__slots__``, or the class's own
-    ``__getstate__``; an object that offers none (a lock, a socket) matches only itself.  The
-    walk is iterative and follows each pair of parts once, so reference cycles and deep
-    chains end; past ``_ALIKE_BUDGET`` pairs, the values count as different.
+    The helpers compare values made from separate deep copies, so identity cannot be asked
+    for; what is asked is everything short of it: the same type all the way down (a tuple is
+    not a list, ``1.0`` and ``True`` are not ``1``, in every element, key and attribute),
+    and then equal values as :func:`~shadowdeco.compare.equal` sees them (NaN equals NaN;
+    a numpy array's dtype must match too).  ``compare.equal`` alone is looser on purpose: it
+    compares two models' outputs, which may arrive through JSON.
+
+    An object without an ``__eq__`` of its own (``==`` would mean ``is``) matches another of
+    the same class that holds alike state: what a copy (and pickle) carries,
+    ``__reduce_ex__``: ``__dict__``, ``__slots__``, or the class's own ``__getstate__``; an
+    object that offers none (a lock, a socket) matches only itself.  A dataclass is equal by
+    its own ``__eq__`` and, field by field, of the same types.  The walk is iterative and
+    follows each pair of parts once, so reference cycles and deep chains end; past
+    ``_ALIKE_BUDGET`` pairs, the values count as different.
     """
-    if equal(a, b):  # the common case, and everything equal() accepts
-        return True
     try:
         return _alike_walk(a, b)
     except Exception:  # noqa: BLE001 - a part that refuses to be looked at is a difference
@@ -287,6 +320,8 @@ def _alike_walk(a: Any, b: Any) -> bool:
         x, y = todo.pop()
         if x is y:
             continue
+        if type(x) is not type(y):
+            return False
         key = (id(x), id(y))
         if key in seen:  # a cycle both share, or a part both share: already on the list
             continue
@@ -294,22 +329,44 @@ def _alike_walk(a: Any, b: Any) -> bool:
             return False
         seen.add(key)
         keep.append((x, y))
-        if isinstance(x, Mapping) and isinstance(y, Mapping):
+        if isinstance(x, Mapping):
             if len(x) != len(y) or x.keys() != y.keys():
                 return False
+            y_keys = {k: k for k in y}  # y's own keys, equal to x's: are they of x's types?
+            todo += [(k, y_keys[k]) for k in x]
             todo += [(value, y[k]) for k, value in x.items()]
-        elif isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        elif isinstance(x, (list, tuple)):
             if len(x) != len(y):
                 return False
-            todo += zip(x, y, strict=True)
-        elif type(x) is type(y) and _plain(x):
+            if not _leaves_alike(x, y):
+                todo += zip(x, y, strict=True)
+        elif isinstance(x, (set, frozenset)):
+            if x != y:
+                return False
+            y_items = {item: item for item in y}
+            todo += [(item, y_items[item]) for item in x]
+        elif _plain(x):
             x_state, y_state = _copied_state(x), _copied_state(y)
             if x_state is None or y_state is None or len(x_state) != len(y_state):
                 return False
             todo += zip(x_state, y_state, strict=True)
-        elif not equal(x, y):
+        elif not equal(x, y) or getattr(x, "dtype", None) != getattr(y, "dtype", None):
             return False
+        elif dataclasses.is_dataclass(x):
+            todo += [
+                (getattr(x, f.name), getattr(y, f.name)) for f in dataclasses.fields(x) if f.compare
+            ]
     return True
+
+
+def _leaves_alike(x: list[Any] | tuple[Any, ...], y: list[Any] | tuple[Any, ...]) -> bool:
+    """A long sequence of plain numbers and strings, of the same types place by place and
+    equal, in one go: a model's list of a million floats is no million steps of the walk.
+    False means "look at each pair", not "different"."""
+    if len(x) < 64:
+        return False
+    types = list(map(type, x))
+    return types == list(map(type, y)) and set(types) <= _LEAVES and equal(x, y)
 
 
 def _copied_state(value: Any) -> tuple[Any, ...] | None:
@@ -331,12 +388,14 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
     It is called once undecorated for reference, then once per entry of :data:`HOSTILE`,
     each time on fresh deep copies of the arguments, with the shadow forced on and its
     candidate (or comparator, or sink) replaced by a hostile one.  Each call must return an
-    equal value or raise the same exception (type and message) as the reference, leave the
-    arguments as the reference left them, and leave a shadow on record (the hostile part ran
-    and was counted).  The experiment's settings are restored afterwards.
+    alike value or raise an alike exception (the same type, args and attributes) as the
+    reference, leave the arguments as the reference left them, and leave a shadow on record
+    (the hostile part ran and was counted).  The experiment's settings are restored
+    afterwards.
 
-    Values are compared by what they hold: ``==`` as ``shadowdeco.compare.equal`` does, and
-    an object without an ``__eq__`` of its own by its class and its copied state.
+    Alike, as :func:`_alike` says: the same types all the way down, equal values as
+    ``shadowdeco.compare.equal`` sees them, and an object without an ``__eq__`` of its own
+    by its class and its copied state.
     """
     experiment = getattr(fn, "shadow", None)
     if not isinstance(experiment, Experiment):
@@ -457,8 +516,13 @@ def _check(
 def _show(outcome: tuple[str, Any]) -> str:
     kind, payload = outcome
     if kind == "raised":
-        return f"{payload[0]}({payload[1]!r})"
-    text = repr(payload)
+        name, message = error_of(payload)
+        text = f"{name}({message!r})"
+        attributes = getattr(payload, "__dict__", None)
+        if attributes:
+            text += f" with attributes {attributes!r}"
+    else:
+        text = repr(payload)
     return text if len(text) < 200 else text[:197] + "..."
 
 
@@ -477,8 +541,8 @@ def assert_transparent(
 
     ``args`` is a Hypothesis strategy of argument tuples (default: no arguments) and
     ``kwargs`` one of keyword dicts.  The shadow is forced on for the check; each example
-    compares the decorated and the undecorated call on fresh copies of the inputs: an equal
-    value, or the same exception type and message.
+    compares the decorated and the undecorated call on fresh copies of the inputs: an alike
+    value, or an alike exception, as :func:`assert_isolated` compares them.
     """
     # Imported here: Hypothesis is a test dependency, not one of shadowdeco's.
     from hypothesis import HealthCheck, given, settings  # noqa: PLC0415
