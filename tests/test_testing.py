@@ -642,3 +642,44 @@ def test_the_helpers_compare_exceptions_by_type_args_and_attributes() -> None:
     with pytest.raises(AssertionError, match=r"decorated .* != undecorated"):
         assert_transparent(_broken(refuse, bare), st.tuples(st.integers()), max_examples=5)
     assert_isolated(refuse, 3)  # the very exception passes through: alike
+
+
+@pytest.mark.parametrize("switch", ["configure", "environment", "closed"])
+def test_the_helpers_say_when_nothing_can_be_shadowed(
+    switch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a kill switch, or with the experiment closed, no call is shadowed: both helpers
+    fail, naming the cause, rather than pass (or fail) having tested nothing."""
+
+    @shadow(candidate=lambda x: x, name=f"switched-off-{switch}", sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    if switch == "configure":
+        shadowdeco.configure(disabled=True)  # lifted by the conftest's clean-up
+        cause = r"shadowdeco's kill switch is on: shadowdeco\.configure\(disabled=True\)"
+    elif switch == "environment":
+        monkeypatch.setattr(shadowdeco._experiment._state, "env_disabled", True)
+        shadowdeco._experiment._refresh_all()
+        cause = "shadowdeco's kill switch is on: SHADOWDECO_DISABLED is set in the environment"
+    else:
+        predict.shadow.close()
+        cause = f"experiment 'switched-off-{switch}' is closed"
+    with pytest.raises(AssertionError, match=f"nothing would be tested: {cause}"):
+        assert_transparent(predict, st.tuples(st.integers()), max_examples=5)
+    with pytest.raises(AssertionError, match=f"nothing would be tested: {cause}"):
+        assert_isolated(predict, 1)
+    assert predict.shadow.stats().sampled == 0
+
+
+def test_assert_transparent_catches_a_wrapper_that_never_shadows() -> None:
+    """A property that held without a single call shadowed proved nothing: it fails."""
+
+    @shadow(candidate=abs, sinks=[], name="transparent-never-shadowed")
+    def predict(x: int) -> int:
+        return abs(x)
+
+    with pytest.raises(AssertionError, match="was not shadowed, so nothing was tested"):
+        assert_transparent(
+            _broken(predict, predict.__wrapped__), st.tuples(st.integers()), max_examples=5
+        )

@@ -403,6 +403,7 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
     undecorated = getattr(fn, "__wrapped__", None)
     is_async = inspect.iscoroutinefunction(fn)
     _refuse_running_loop("assert_isolated", is_async)
+    _require_shadowing("assert_isolated", experiment)
     release = threading.Event()
 
     def run(target: Callable[..., Any]) -> tuple[tuple[str, Any], Any]:
@@ -457,6 +458,31 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("assert_isolated failed:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+def _require_shadowing(helper: str, experiment: Experiment) -> None:
+    """Fail at once, naming the cause, when no call can be shadowed: the helpers force the
+    experiment on, but not past a kill switch or a close, and a check of calls that were
+    not shadowed would test nothing."""
+    cause = _cannot_shadow(experiment)
+    if cause is not None:
+        raise AssertionError(
+            f"{helper} failed: no call can be shadowed, so nothing would be tested: {cause}"
+        )
+
+
+def _cannot_shadow(experiment: Experiment) -> str | None:
+    """Why no call of ``experiment`` is shadowed, forced on as it is; None if nothing says."""
+    if experiment.closed:
+        return f"experiment {experiment.name!r} is closed"
+    state = _experiment._state
+    if not state.killed():
+        return None
+    if state.env_disabled:
+        return "shadowdeco's kill switch is on: SHADOWDECO_DISABLED is set in the environment"
+    if state.disabled:
+        return "shadowdeco's kill switch is on: shadowdeco.configure(disabled=True)"
+    return 'shadowdeco\'s kill switch is on: its config file says "enabled": false'
+
+
 def _refuse_running_loop(helper: str, is_async: bool) -> None:
     """An async function is run on event loops of the helper's own (``asyncio.run``), which
     cannot start inside a running one: every call would fail alike, and a comparison of two
@@ -505,7 +531,9 @@ def _check(
     if not _alike(args_after, after):
         problems.append(f"{where}: the caller's arguments changed (I5 inputs)")
     if stats.sampled == before.sampled:
-        problems.append(f"{where}: the call was not shadowed, so nothing was tested")
+        cause = _cannot_shadow(experiment)
+        because = f" ({cause})" if cause else ""
+        problems.append(f"{where}: the call was not shadowed, so nothing was tested{because}")
     elif not flushed or not memory.results:
         problems.append(f"{where}: no result was recorded (I4 accounting)")
     if stats.sampled != stats.emitted + sum(stats.dropped.values()) + stats.in_flight:
@@ -554,6 +582,7 @@ def assert_transparent(
         raise TypeError(f"fn must be decorated with @shadow, got {fn!r}")
     is_async = inspect.iscoroutinefunction(fn)
     _refuse_running_loop("assert_transparent", is_async)
+    _require_shadowing("assert_transparent", experiment)
 
     def call(target: Callable[..., Any], a: tuple[Any, ...], k: dict[str, Any]) -> tuple[str, Any]:
         a, k = copy.deepcopy((a, k))
@@ -570,7 +599,15 @@ def assert_transparent(
     @given(args if args is not None else st.just(()), kwargs if kwargs is not None else st.just({}))
     def check(a: tuple[Any, ...], k: dict[str, Any]) -> None:
         expected = call(undecorated, a, k)
+        sampled = experiment.stats().sampled
         got = call(fn, a, k)
+        if experiment.stats().sampled == sampled:  # a property of unshadowed calls proves nothing
+            cause = _cannot_shadow(experiment)
+            because = f" ({cause})" if cause else ""
+            raise AssertionError(
+                f"the decorated call was not shadowed, so nothing was tested{because}, "
+                f"for args={a!r} kwargs={k!r}"
+            )
         assert _same(got, expected), (
             f"decorated {_show(got)} != undecorated {_show(expected)} for args={a!r} kwargs={k!r}"
         )
