@@ -683,3 +683,56 @@ def test_assert_transparent_catches_a_wrapper_that_never_shadows() -> None:
         assert_transparent(
             _broken(predict, predict.__wrapped__), st.tuples(st.integers()), max_examples=5
         )
+
+
+def _break_the_last_check(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A broken runner, in the battery's last check only (a sink that raises), so the
+    checks before it settle as they should: each result emitted twice, or lost."""
+    emit = shadowdeco._experiment.Experiment._emit
+
+    def broken(self: Any, job: Any, obs: Any) -> None:
+        if not any(getattr(s, "__name__", "") == "raising_sink" for s in self._sinks or ()):
+            emit(self, job, obs)
+        elif how == "twice":
+            emit(self, job, obs)
+            emit(self, job, obs)
+
+    monkeypatch.setattr(shadowdeco._experiment.Experiment, "_emit", broken)
+
+
+@pytest.mark.slow
+def test_assert_isolated_reports_a_result_emitted_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """I4: each sampled call ends exactly once; a second emission is named as such."""
+
+    @shadow(candidate=abs, name="emitted-twice", sinks=[], timeout=0.5)
+    def predict(x: int) -> int:
+        return abs(x)
+
+    _break_the_last_check(monkeypatch, "twice")
+    with pytest.raises(AssertionError) as excinfo:
+        assert_isolated(predict, -2)
+    lines = str(excinfo.value).splitlines()[1:]
+    assert all(line.startswith("  - with a sink that raises: ") for line in lines), lines
+    message = "\n".join(lines)
+    assert "1 sampled call ended 2 times (2 emitted, 0 dropped)" in message
+    assert "stats() shows -1 in flight" in message
+
+
+@pytest.mark.slow
+def test_assert_isolated_reports_a_shadow_that_never_settled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flush that timed out is reported as such, with what stats() shows in flight."""
+
+    @shadow(candidate=abs, name="never-settled", sinks=[], timeout=0.5)
+    def predict(x: int) -> int:
+        return abs(x)
+
+    _break_the_last_check(monkeypatch, "lost")
+    with pytest.raises(AssertionError) as excinfo:
+        assert_isolated(predict, -2)
+    (line,) = str(excinfo.value).splitlines()[1:]
+    assert line == (
+        "  - with a sink that raises: flush() did not report every shadow settled within "
+        "10.5 s: stats() shows 1 in flight (I4 accounting)"
+    )

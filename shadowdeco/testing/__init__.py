@@ -30,7 +30,7 @@ from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any
 
 from .. import _delivery, _experiment, _runner
-from .._experiment import Experiment
+from .._experiment import Experiment, Stats
 from .._result import ShadowResult, error_of
 from ..compare import equal
 from ..sinks import Memory
@@ -516,8 +516,10 @@ def _check(
     before = experiment.stats()
     try:
         with experiment._override(sample=1.0, enabled=True, **changes):
+            # As long as the candidate may run, and a generous margin for the rest.
+            wait = (experiment.timeout or 0.0) + 10.0
             outcome, args_after = run(fn)
-            flushed = experiment.flush(changes.get("timeout", 10.0) + 10.0)
+            flushed = experiment.flush(wait)
     finally:
         _release(*changes["sinks"])
     stats = experiment.stats()
@@ -530,14 +532,65 @@ def _check(
         )
     if not _alike(args_after, after):
         problems.append(f"{where}: the caller's arguments changed (I5 inputs)")
-    if stats.sampled == before.sampled:
+    return problems + _accounting(
+        experiment, where, before, stats, flushed=flushed, wait=wait, results=len(memory)
+    )
+
+
+def _accounting(
+    experiment: Experiment,
+    where: str,
+    before: Stats,
+    after: Stats,
+    *,
+    flushed: bool,
+    wait: float,
+    results: int,
+) -> list[str]:
+    """What is wrong with how a check's call was shadowed and counted (I4): every sampled
+    call ends exactly once, as one emitted result (which the check's sink received) or one
+    counted drop, and nothing is left in flight once flush() said so.
+
+    stats() cannot fail to add up by itself (``in_flight`` is what the others leave), so
+    what is checked is each call's ending: counted from the changes over the check.
+    """
+    sampled = after.sampled - before.sampled
+    if sampled == 0:
         cause = _cannot_shadow(experiment)
         because = f" ({cause})" if cause else ""
-        problems.append(f"{where}: the call was not shadowed, so nothing was tested{because}")
-    elif not flushed or not memory.results:
-        problems.append(f"{where}: no result was recorded (I4 accounting)")
-    if stats.sampled != stats.emitted + sum(stats.dropped.values()) + stats.in_flight:
-        problems.append(f"{where}: stats() does not add up: {stats} (I4 accounting)")
+        return [f"{where}: the call was not shadowed, so nothing was tested{because}"]
+    emitted = after.emitted - before.emitted
+    dropped = {
+        reason: count - before.dropped.get(reason, 0)
+        for reason, count in after.dropped.items()
+        if count != before.dropped.get(reason, 0)
+    }
+    ended = emitted + sum(dropped.values())
+    problems = []
+    if not flushed:
+        problems.append(
+            f"{where}: flush() did not report every shadow settled within {wait:g} s: "
+            f"stats() shows {after.in_flight} in flight (I4 accounting)"
+        )
+    if ended > sampled:
+        calls = "1 sampled call" if sampled == 1 else f"{sampled} sampled calls"
+        problems.append(
+            f"{where}: {calls} ended {ended} times ({emitted} emitted, "
+            f"{sum(dropped.values())} dropped): each must end exactly once (I4 accounting)"
+        )
+    elif flushed and after.in_flight != 0:
+        problems.append(
+            f"{where}: flush() reported every shadow settled, but stats() shows "
+            f"{after.in_flight} in flight (I4 accounting)"
+        )
+    if flushed and results != emitted:
+        problems.append(
+            f"{where}: {emitted} result(s) emitted, {results} received by the check's sink "
+            "(I4 accounting)"
+        )
+    if dropped and ended == sampled:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(dropped.items()))
+        problems.append(f"{where}: the shadow was dropped ({reasons}), so nothing was tested")
     return problems
 
 
