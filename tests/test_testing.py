@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import gc
+import inspect
 import logging
 import os
 import subprocess
@@ -87,7 +90,13 @@ def test_assert_isolated_catches_a_wrapper_that_leaks_candidate_exceptions() -> 
     def leaky(x: int) -> int:
         value = predict(x)
         candidate = predict.shadow.candidate
-        if candidate.__name__ in {"raises", "raises_base", "raises_exit", "raises_interrupt"}:
+        hostile = getattr(candidate, "func", None)  # the battery's: partial(hostile, gate)
+        if getattr(hostile, "__name__", "") in {
+            "_raises",
+            "_raises_base",
+            "_raises_exit",
+            "_raises_interrupt",
+        }:
             candidate(x)
         return value
 
@@ -99,8 +108,13 @@ def test_assert_isolated_catches_a_wrapper_that_leaks_candidate_exceptions() -> 
     assert "(I1 transparency / I2 isolation)" in message
 
 
-def test_assert_isolated_catches_a_wrapper_that_returns_the_candidates_value() -> None:
+def test_assert_isolated_catches_a_wrapper_that_returns_the_candidates_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A wrapper that returns the candidate's answer instead of live's fails."""
+    # The wrapper waits for the shadow inline: it blocks the caller too, reported once the
+    # slow candidate gives up waiting for the call to return.
+    monkeypatch.setattr(shadowdeco.testing, "_ESCAPE", 2.0)
 
     @shadow(candidate=abs, sinks=[])
     def predict(x: int) -> int:
@@ -354,8 +368,13 @@ def test_assert_isolated_still_catches_a_mutated_plain_argument() -> None:
         assert_isolated(score, Features())
 
 
-def test_assert_isolated_still_catches_a_different_plain_value() -> None:
+def test_assert_isolated_still_catches_a_different_plain_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A wrapper returning a plain object that differs from live's is caught."""
+    # The wrapper waits for the shadow inline: it blocks the caller too, reported once the
+    # slow candidate gives up waiting for the call to return.
+    monkeypatch.setattr(shadowdeco.testing, "_ESCAPE", 2.0)
 
     @shadow(candidate=lambda x: Prediction("b"), sinks=[], name="plain-swapped")
     def predict(x: int) -> Prediction:
@@ -711,6 +730,7 @@ def test_assert_isolated_reports_a_result_emitted_twice(monkeypatch: pytest.Monk
     _break_the_last_check(monkeypatch, "twice")
     with pytest.raises(AssertionError) as excinfo:
         assert_isolated(predict, -2)
+    predict.shadow.close(0)  # its counts are broken: nothing to wait for at the end
     lines = str(excinfo.value).splitlines()[1:]
     assert all(line.startswith("  - with a sink that raises: ") for line in lines), lines
     message = "\n".join(lines)
@@ -731,8 +751,143 @@ def test_assert_isolated_reports_a_shadow_that_never_settled(
     _break_the_last_check(monkeypatch, "lost")
     with pytest.raises(AssertionError) as excinfo:
         assert_isolated(predict, -2)
+    predict.shadow.close(0)  # its counts are broken: nothing to wait for at the end
     (line,) = str(excinfo.value).splitlines()[1:]
     assert line == (
         "  - with a sink that raises: flush() did not report every shadow settled within "
         "10.5 s: stats() shows 1 in flight (I4 accounting)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The battery's slow and hanging candidates: held per check, released by the check.
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_assert_isolated_passes_with_one_candidate_at_a_time(mode: str) -> None:
+    """max_concurrency=1: the hanging candidate keeps the only slot until it really ends
+    (I8), so it is let go right after its own check, not at the end of the battery."""
+    target = build("function", mode, score, score, sinks=[], max_concurrency=1)
+    assert_isolated(target.call, {"values": [1.0, 2.0]}, scale=2.0)
+
+
+def _blocking(decorated: Any, mode: str) -> Any:
+    """A wrapper whose caller waits for the call's candidate to end (violates I2/I3)."""
+    if mode == "sync":
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = decorated(*args, **kwargs)
+            decorated.shadow.flush(120)
+            return value
+
+        return _broken(decorated, wrapper)
+
+    @functools.wraps(decorated)
+    async def awrapper(*args: Any, **kwargs: Any) -> Any:
+        value = await decorated(*args, **kwargs)
+        await decorated.shadow.aflush(120)
+        return value
+
+    awrapper.shadow = decorated.shadow  # type: ignore[attr-defined]
+    awrapper.__wrapped__ = decorated.__wrapped__  # type: ignore[attr-defined]
+    return awrapper
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_assert_isolated_catches_a_caller_that_waits_for_its_candidate(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """I2/I3: a call that returns only once its candidate ended blocked the caller.  The
+    slow candidate waits until the check lets it go, after the call returned; a wait that
+    ended by its escape deadline instead means the call waited for it (no clock asked)."""
+    monkeypatch.setattr(shadowdeco.testing, "_ESCAPE", 2.0, raising=False)  # reached: broken
+    target = build("function", mode, score, score, sinks=[])
+    with pytest.raises(AssertionError) as excinfo:
+        assert_isolated(_blocking(target.call, mode), {"values": [1.0]})
+    assert (
+        "with a candidate that is slow: the call waited for its candidate: it blocked the "
+        "caller (I2 isolation / I3 never blocks)"
+    ) in str(excinfo.value)
+
+
+def test_assert_isolated_catches_a_candidate_run_on_the_callers_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrapper that runs the candidate itself, on the caller's thread (as Scientist-style
+    libraries do), blocks the caller for as long as the candidate hangs."""
+    monkeypatch.setattr(shadowdeco.testing, "_ESCAPE", 2.0, raising=False)
+
+    @shadow(candidate=abs, sinks=[], name="on-the-callers-thread")
+    def predict(x: int) -> int:
+        return abs(x)
+
+    def in_line(x: int) -> int:
+        value = predict(x)
+        with contextlib.suppress(BaseException):
+            returned = predict.shadow.candidate(x)
+            if inspect.iscoroutine(returned):
+                returned.close()
+        return value
+
+    with pytest.raises(AssertionError) as excinfo:
+        assert_isolated(_broken(predict, in_line), -2)
+    message = str(excinfo.value)
+    assert "hangs past its timeout: the call waited for its candidate: it blocked" in message
+    assert "is slow: the call waited for its candidate: it blocked the caller" in message
+
+
+# --------------------------------------------------------------------------------------------
+# With executor=: the hostile candidates are sync, and pickle for a process pool.
+
+
+def _hostile_outcomes(results: list[Any]) -> set[Any]:
+    return {
+        (r.candidate.status, r.candidate.error[0] if r.candidate.error else None) for r in results
+    }
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes", "shadowdeco-processes"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_assert_isolated_hostile_candidates_run_in_an_executor(mode: str, pool: str) -> None:
+    """With executor=, the candidates do their hostile things there: no async candidate an
+    executor never awaits, no closure a process pool cannot pickle."""
+    executor: Any
+    if pool == "threads":
+        executor = concurrent.futures.ThreadPoolExecutor(2)
+    elif pool == "processes":
+        executor = concurrent.futures.ProcessPoolExecutor(2)
+    else:
+        executor = shadowdeco.ProcessPool(2)
+    try:
+        if mode == "sync":
+
+            @shadow(candidate=abs, sinks=[], name=f"executor-{pool}-{mode}", executor=executor)
+            def predict(x: int) -> int:
+                return abs(x)
+
+            with capture() as results:
+                assert_isolated(predict, -2)
+        else:
+
+            @shadow(candidate=abs, sinks=[], name=f"executor-{pool}-{mode}", executor=executor)
+            async def apredict(x: int) -> int:
+                return abs(x)
+
+            with capture() as results:
+                assert_isolated(apredict, -2)
+    finally:
+        shadowdeco.shutdown(10)
+        executor.shutdown()
+    outcomes = _hostile_outcomes(results.results)
+    errors = [r.candidate.error[1] for r in results.results if r.candidate.error]
+    assert not [e for e in errors if "pickle" in e.lower()], errors
+    assert {
+        ("error", "RuntimeError"),
+        ("error", "shadowdeco.testing._Hostile"),
+        ("error", "KeyboardInterrupt"),
+        ("error", "SystemExit"),
+        ("timeout", "TimeoutError"),
+        ("error", "TypeError"),  # the coroutine, closed: "returned a coroutine ..."
+        ("ok", None),
+    } == outcomes
+    assert errors.count("the candidate returned a coroutine that was never awaited") == 1

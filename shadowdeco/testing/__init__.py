@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import functools
 import inspect
 import threading
 import time
@@ -160,60 +161,234 @@ def _mutate(value: Any, depth: int = 0) -> None:
                 setattr(value, name, "$mutated")
 
 
-def _candidates(release: threading.Event) -> dict[str, Callable[..., Any]]:
-    def raises(*a: Any, **k: Any) -> Any:
-        raise RuntimeError("hostile candidate")
+#: How long a held hostile candidate waits for its check to let it go before it gives up;
+#: the check lets it go as soon as the call has returned (or was settled), so the deadline
+#: is reached only by a call that waited for its candidate.  Far beyond any pause of a
+#: loaded machine: it is an escape, never a measure.
+_ESCAPE = 20.0
 
-    def raises_base(*a: Any, **k: Any) -> Any:
-        raise _Hostile("hostile candidate")
+#: What a held candidate does where the check cannot reach it (in a worker process): it
+#: sleeps, bounded.  Hanging: well past its 0.1 s timeout, which the check relies on there.
+_DETACHED_HANG = 1.0
 
-    def raises_interrupt(*a: Any, **k: Any) -> Any:
-        raise KeyboardInterrupt
-
-    def raises_exit(*a: Any, **k: Any) -> Any:
-        raise SystemExit(1)
-
-    def hangs(*a: Any, **k: Any) -> Any:
-        release.wait(60)
-
-    def sleeps(*a: Any, **k: Any) -> Any:
-        release.wait(0.02)  # slow, but well inside its timeout
-
-    def mutates(*a: Any, **k: Any) -> Any:
-        for value in (*a, *k.values()):
-            _mutate(value)
-
-    def unserializable(*a: Any, **k: Any) -> Any:
-        return threading.Lock()
-
-    def coroutine(*a: Any, **k: Any) -> Any:
-        return asyncio.sleep(0)
-
-    return {
-        "raises an Exception": raises,
-        "raises a BaseException subclass": raises_base,
-        "raises KeyboardInterrupt": raises_interrupt,
-        "raises SystemExit": raises_exit,
-        "hangs past its timeout": hangs,
-        "is slow": sleeps,
-        "mutates every mutable argument": mutates,
-        "returns an unserializable value": unserializable,
-        "returns a coroutine where a value was expected": coroutine,
-    }
+#: The least a slow candidate takes (also where its check cannot reach it): let go before
+#: it even began, it is still slow.
+_SLOW = 0.02
 
 
-def _as_async(fn: Callable[..., Any], release: threading.Event, name: str) -> Callable[..., Any]:
-    """The same behaviour as an async candidate (hanging and sleeping without blocking)."""
+class _Gate:
+    """Holds a hostile candidate ("hangs", "is slow") until its check lets it go, and tells
+    the check how the wait ended.
 
-    async def hostile(*a: Any, **k: Any) -> Any:
-        if name == "hangs past its timeout":
-            await asyncio.Event().wait()
-        if name == "is slow":
-            await asyncio.sleep(0.02)
-            return None
-        return fn(*a, **k)
+    The check lets it go once the call has returned ("is slow"), or once the call's shadow
+    was settled as a timeout ("hangs").  A wait that ended by its escape deadline instead
+    means that the call did not return until its candidate had ended: it blocked the
+    caller (I2, I3), which the check learns without reading a clock.  One gate per check,
+    let go right after it: a candidate held until the end of the battery would keep its
+    concurrency slot (I8) and hold up the checks after it.
 
-    return hostile
+    Pickled into another process (a process pool), it arrives as a :class:`_Detached`
+    gate: nothing there hears the check, so the candidate sleeps a bounded while instead.
+    """
+
+    detached = False
+
+    def __init__(self, *, release_when: str, detached_sleep: float, least: float = 0.0) -> None:
+        self.release_when = release_when  # "returned" or "settled"
+        self.detached_sleep = detached_sleep
+        self.least = least  # held at least this long, let go or not
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False  # under the lock, as the two below
+        self._holding = 0  # runs of the candidate holding now (a wrapper may run it too)
+        self._waited_out = False  # a run gave up waiting: sticky
+        self._ended = threading.Condition(self._lock)
+        self._loops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _Detached, (self.detached_sleep,)
+
+    def release(self) -> None:
+        with self._lock:
+            self._released.set()
+            loops, self._loops = self._loops, []
+        for loop, event in loops:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing waits there
+                loop.call_soon_threadsafe(event.set)
+
+    def hold(self) -> None:
+        """The candidate's wait, on its thread."""
+        self._begin()
+        waited_out = False
+        try:
+            waited_out = not self._released.wait(_ESCAPE)
+            if self.least:
+                time.sleep(self.least)
+        finally:
+            self._end(waited_out)
+
+    async def ahold(self) -> None:
+        """The candidate's wait, as an async candidate: on its loop, which it leaves free."""
+        event = asyncio.Event()
+        with self._lock:
+            if self._released.is_set():
+                event.set()
+            else:
+                self._loops.append((asyncio.get_running_loop(), event))
+        self._begin()
+        waited_out = False
+        try:
+            try:
+                await asyncio.wait_for(event.wait(), _ESCAPE)
+            except asyncio.TimeoutError:
+                waited_out = True
+            if self.least:
+                await asyncio.sleep(self.least)
+        finally:  # also when cancelled at its timeout ("hangs")
+            self._end(waited_out)
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._started = True
+            self._holding += 1
+
+    def _end(self, waited_out: bool) -> None:
+        with self._lock:
+            self._holding -= 1
+            self._waited_out = self._waited_out or waited_out
+            self._ended.notify_all()
+
+    def waited_for(self) -> bool:
+        """After the check let it go: did the call wait until the candidate gave up?"""
+        with self._lock:
+            if not self._started:  # it never ran here (in another process, or at all)
+                return False
+            # Let go already: each run ends at once (a wait only to read how it ended).
+            self._ended.wait_for(lambda: self._holding == 0, _ESCAPE)
+            return self._waited_out
+
+
+class _Detached:
+    """A :class:`_Gate` in another process: a bounded sleep where the gate would wait."""
+
+    detached = True
+
+    def __init__(self, sleep: float) -> None:
+        self.sleep = sleep
+
+    def hold(self) -> None:
+        time.sleep(self.sleep)
+
+
+class _Rebuilt:
+    """A value a worker process returns that becomes, unpickled in this process, what
+    ``make(*args)`` makes: a lock, a coroutine, neither of which crosses processes as is.
+    So a candidate in a process pool hands shadowdeco the very value it would have handed
+    it from a thread, rather than a pickling error."""
+
+    def __init__(self, make: Callable[..., Any], *args: Any) -> None:
+        self.make = make
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.make, self.args
+
+
+# The hostile candidates: module-level, so that a process pool can pickle them (their gate
+# comes as an argument, see functools.partial below); each takes the gate first.
+
+
+def _raises(gate: Any, /, *a: Any, **k: Any) -> Any:
+    raise RuntimeError("hostile candidate")
+
+
+def _raises_base(gate: Any, /, *a: Any, **k: Any) -> Any:
+    raise _Hostile("hostile candidate")
+
+
+def _raises_interrupt(gate: Any, /, *a: Any, **k: Any) -> Any:
+    raise KeyboardInterrupt
+
+
+def _raises_exit(gate: Any, /, *a: Any, **k: Any) -> Any:
+    raise SystemExit(1)
+
+
+def _hangs(gate: Any, /, *a: Any, **k: Any) -> Any:
+    gate.hold()  # until its timeout settled the call, and a while past it
+
+
+def _is_slow(gate: Any, /, *a: Any, **k: Any) -> Any:
+    gate.hold()  # until the call has returned, and 20 ms: slow, but well inside its timeout
+
+
+def _mutates(gate: Any, /, *a: Any, **k: Any) -> Any:
+    for value in (*a, *k.values()):
+        _mutate(value)
+
+
+def _unserializable(gate: Any, /, *a: Any, **k: Any) -> Any:
+    return _Rebuilt(threading.Lock) if gate.detached else threading.Lock()
+
+
+def _coroutine(gate: Any, /, *a: Any, **k: Any) -> Any:
+    return _Rebuilt(asyncio.sleep, 0) if gate.detached else asyncio.sleep(0)
+
+
+async def _as_async(hostile: Callable[..., Any], gate: _Gate, /, *a: Any, **k: Any) -> Any:
+    """The same behaviour as an async candidate (of an async function without executor),
+    holding on its loop without blocking it."""
+    if hostile is _hangs or hostile is _is_slow:
+        await gate.ahold()
+        return None
+    return hostile(gate, *a, **k)
+
+
+#: The hostile candidates, by name, in the battery's order.
+_CANDIDATES: dict[str, Callable[..., Any]] = {
+    "raises an Exception": _raises,
+    "raises a BaseException subclass": _raises_base,
+    "raises KeyboardInterrupt": _raises_interrupt,
+    "raises SystemExit": _raises_exit,
+    "hangs past its timeout": _hangs,
+    "is slow": _is_slow,
+    "mutates every mutable argument": _mutates,
+    "returns an unserializable value": _unserializable,
+    "returns a coroutine where a value was expected": _coroutine,
+}
+
+
+def _battery(is_async: bool, executor: object) -> list[tuple[str, dict[str, Any], _Gate]]:
+    """Each check's name, the settings it swaps in, and its own gate.
+
+    Sync candidates, unless the function is async and has no executor: an executor runs a
+    callable and never awaits what it returns, so an async candidate there would do nothing
+    hostile at all.  The sync ones are module-level functions with their gate bound by
+    ``functools.partial``, which a process pool pickles.
+    """
+    battery = []
+    for name, hostile in _CANDIDATES.items():
+        hangs, slow = hostile is _hangs, hostile is _is_slow
+        gate = _Gate(
+            release_when="returned" if slow else "settled",
+            detached_sleep=_DETACHED_HANG if hangs else _SLOW,
+            least=_SLOW if slow else 0.0,
+        )
+        if is_async and executor is None:
+            candidate = functools.partial(_as_async, hostile, gate)
+        else:
+            candidate = functools.partial(hostile, gate)
+        # The slow one may take up to _ESCAPE when the call blocks on it: a timeout then
+        # would hide what the check is there to see.
+        timeout = 0.1 if hangs else 2 * _ESCAPE if slow else 10.0
+        battery.append((name, {"candidate": candidate, "timeout": timeout}, gate))
+    others: list[tuple[str, dict[str, Any]]] = [
+        ("a comparator that raises", {"compare": _raise}),
+        ("a sink that raises", {"sinks": [_raising_sink()]}),
+    ]
+    for name, changes in others:
+        battery.append((name, changes, _Gate(release_when="settled", detached_sleep=0.0)))
+    return battery
 
 
 def _raise(*a: Any) -> Any:
@@ -232,7 +407,7 @@ def _raising_sink() -> Callable[[ShadowResult], None]:
 
 #: The battery's names, in the order assert_isolated runs them.
 HOSTILE = (
-    *_candidates(threading.Event()),
+    *_CANDIDATES,
     "a comparator that raises",
     "a sink that raises",
 )
@@ -404,18 +579,26 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
     is_async = inspect.iscoroutinefunction(fn)
     _refuse_running_loop("assert_isolated", is_async)
     _require_shadowing("assert_isolated", experiment)
-    release = threading.Event()
 
-    def run(target: Callable[..., Any]) -> tuple[tuple[str, Any], Any]:
+    def run(
+        target: Callable[..., Any], returned: Callable[[], None] | None = None
+    ) -> tuple[tuple[str, Any], Any]:
+        """Call ``target`` on fresh copies; ``returned`` is called as soon as it returned."""
         a, k = copy.deepcopy((args, kwargs))
         if not is_async:
-            return _outcome(lambda: target(*a, **k)), (a, k)
+            try:
+                return _outcome(lambda: target(*a, **k)), (a, k)
+            finally:
+                if returned is not None:
+                    returned()
 
         async def go() -> Any:
             try:
                 return await target(*a, **k)
             finally:
-                await experiment.aflush(10)
+                if returned is not None:
+                    returned()
+                await experiment.aflush(10)  # tasks on this loop end before it closes
 
         return _outcome(lambda: asyncio.run(go())), (a, k)
 
@@ -426,18 +609,7 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
             reference, after = run(fn)
 
     problems: list[str] = []
-    battery: list[tuple[str, dict[str, Any]]] = [
-        (
-            name,
-            {
-                "candidate": _as_async(hostile, release, name) if is_async else hostile,
-                "timeout": 0.1 if name == "hangs past its timeout" else 10.0,
-            },
-        )
-        for name, hostile in _candidates(release).items()
-    ]
-    battery += [("a comparator that raises", {"compare": _raise})]
-    battery += [("a sink that raises", {"sinks": [_raising_sink()]})]
+    battery = _battery(is_async, experiment._executor)
     # The battery's failures are expected and counted: keep them out of the test's log, and
     # out of the log's once-a-minute limit, which would otherwise keep the next real failure
     # of this experiment (its comparator's, its sink's) out of the log for a minute.  Only
@@ -446,14 +618,22 @@ def assert_isolated(fn: Any, /, *args: Any, **kwargs: Any) -> None:
     if quiet:
         _runner.quiet.add(experiment.name)
     try:
-        for name, changes in battery:
+        for name, changes, gate in battery:
             problems += _check(
-                experiment, fn, run, name=name, reference=reference, after=after, changes=changes
+                experiment,
+                fn,
+                run,
+                name=name,
+                reference=reference,
+                after=after,
+                changes=changes,
+                gate=gate,
             )
     finally:
         if quiet:
             _runner.quiet.discard(experiment.name)
-        release.set()
+        for _, _, gate in battery:  # a check that failed midway let go of nothing
+            gate.release()
     if problems:
         raise AssertionError("assert_isolated failed:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -503,12 +683,13 @@ def _refuse_running_loop(helper: str, is_async: bool) -> None:
 def _check(
     experiment: Experiment,
     fn: Any,
-    run: Callable[[Callable[..., Any]], tuple[tuple[str, Any], Any]],
+    run: Callable[..., tuple[tuple[str, Any], Any]],
     *,
     name: str,
     reference: tuple[str, Any],
     after: Any,
     changes: dict[str, Any],
+    gate: _Gate,
 ) -> list[str]:
     memory = Memory()
     changes.setdefault("sinks", [])
@@ -518,13 +699,19 @@ def _check(
         with experiment._override(sample=1.0, enabled=True, **changes):
             # As long as the candidate may run, and a generous margin for the rest.
             wait = (experiment.timeout or 0.0) + 10.0
-            outcome, args_after = run(fn)
+            outcome, args_after = run(fn, gate.release if gate.release_when == "returned" else None)
             flushed = experiment.flush(wait)
+            gate.release()  # "hangs": settled as a timeout by now; it may end
     finally:
         _release(*changes["sinks"])
     stats = experiment.stats()
     problems = []
     where = f"with a candidate that {name}" if "candidate" in changes else f"with {name}"
+    if gate.waited_for():
+        problems.append(
+            f"{where}: the call waited for its candidate: it blocked the caller "
+            "(I2 isolation / I3 never blocks)"
+        )
     if not _same(outcome, reference):
         problems.append(
             f"{where}: the caller got {_show(outcome)} instead of {_show(reference)} "
