@@ -891,3 +891,81 @@ def test_assert_isolated_hostile_candidates_run_in_an_executor(mode: str, pool: 
         ("ok", None),
     } == outcomes
     assert errors.count("the candidate returned a coroutine that was never awaited") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The end of a capture: waits for what was sampled inside it, and says when it could not.
+
+
+def test_capture_waits_only_for_experiments_sampled_inside_it() -> None:
+    """A shadow still running for another experiment (an earlier test's) is not waited for
+    when a capture ends."""
+    gate = threading.Event()
+    ended_by: list[str] = []
+
+    def held(x: int) -> int:
+        ended_by.append("release" if gate.wait(8) else "deadline")  # escape < capture's wait
+        return x
+
+    @shadow(candidate=held, name="unrelated-pending", sinks=[], timeout=60)
+    def other(x: int) -> int:
+        return x
+
+    @shadow(candidate=abs, name="captured", sinks=[])
+    def predict(x: int) -> int:
+        return abs(x)
+
+    other(1)  # not captured, still running
+    with capture() as results:
+        predict(-1)
+    gate.set()
+    assert other.shadow.flush(30)
+    assert ended_by == ["release"], "the capture waited for an experiment it did not sample"
+    assert [r.candidate.value for r in results.for_experiment("captured")] == [1]
+
+
+def test_capture_warns_when_a_shadow_is_still_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture that ends without a result of a call made inside it says so, naming the
+    experiment, rather than hold fewer results in silence."""
+    monkeypatch.setattr(shadowdeco.testing, "_CAPTURE_WAIT", 0.5, raising=False)
+    gate = threading.Event()
+
+    @shadow(candidate=lambda x: gate.wait(60), name="still-running", sinks=[], timeout=120)
+    def predict(x: int) -> int:
+        return x
+
+    try:
+        with (
+            pytest.warns(UserWarning, match="experiment 'still-running' still had 1 shadow") as w,
+            capture() as results,
+        ):
+            predict(1)
+    finally:
+        gate.set()
+    assert results.results == []
+    (warning,) = w.list
+    assert warning.category is getattr(shadowdeco.testing, "IncompleteCaptureWarning", None)
+    assert predict.shadow.flush(30)
+    assert shadowdeco._experiment._state.observers == ()
+
+
+def test_capture_does_not_warn_over_a_failure_in_its_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the block itself failed, that failure is what the test reports."""
+    monkeypatch.setattr(shadowdeco.testing, "_CAPTURE_WAIT", 0.5, raising=False)
+    gate = threading.Event()
+
+    @shadow(candidate=lambda x: gate.wait(60), name="failed-block", sinks=[], timeout=120)
+    def predict(x: int) -> int:
+        return x
+
+    def block() -> None:
+        with capture():
+            predict(1)
+            raise RuntimeError("the test's own failure")
+
+    try:
+        with pytest.raises(RuntimeError, match="the test's own failure"):
+            block()
+    finally:
+        gate.set()
+    assert predict.shadow.flush(30)
