@@ -1151,12 +1151,8 @@ class _State:
         self.logging_sink: tuple[Logging] | None = None
         # Three kill switches; any one of them stops every experiment.  Kept apart so that
         # lifting one (a config file saying enabled) never lifts another (the environment).
-        self.env_disabled = os.environ.get("SHADOWDECO_DISABLED", "").strip().lower() in {
-            "1",
-            "true",
-            "yes",
-            "on",
-        }
+        # The environment's is read once, when the first experiment is made (see killed()).
+        self.env_disabled: bool | None = None
         self.disabled = False  # configure(disabled=...)
         self.file_disabled = False  # the config file's top-level "enabled": false
         self.config: _ConfigWatcher | None = None
@@ -1166,7 +1162,18 @@ class _State:
         self.inline = False
 
     def killed(self) -> bool:
-        return self.env_disabled or self.disabled or self.file_disabled
+        env = self.env_disabled
+        if env is None:
+            # Read once, here, when the first experiment asks (at its decoration), not when
+            # shadowdeco is imported: pytest imports it at start-up, for the plugin, before
+            # a conftest.py can set SHADOWDECO_DISABLED; so may an app's launcher.
+            env = self.env_disabled = _env_disabled()
+        return env or self.disabled or self.file_disabled
+
+
+def _env_disabled() -> bool:
+    value = os.environ.get("SHADOWDECO_DISABLED", "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 _state = _State()

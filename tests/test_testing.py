@@ -969,3 +969,60 @@ def test_capture_does_not_warn_over_a_failure_in_its_block(monkeypatch: pytest.M
     finally:
         gate.set()
     assert predict.shadow.flush(30)
+
+
+# --------------------------------------------------------------------------------------------
+# The plugin, loaded at pytest's start: what it imports then must not get in the way.
+
+
+def _pytest_in(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SHADOWDECO_DISABLED", None)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+
+
+def test_the_kill_switch_set_in_a_conftest_applies(tmp_path: Path) -> None:
+    """SHADOWDECO_DISABLED set in a conftest.py (before the code under test is imported)
+    stops shadowing, though the plugin imported shadowdeco when pytest started."""
+    (tmp_path / "conftest.py").write_text('import os\nos.environ["SHADOWDECO_DISABLED"] = "1"\n')
+    (tmp_path / "test_switch.py").write_text(
+        textwrap.dedent(
+            """
+            from shadowdeco import shadow
+
+            @shadow(candidate=abs, name="switched", sinks=[])
+            def predict(x):
+                return abs(x)
+
+            def test_not_shadowed():
+                assert predict(-1) == 1
+                assert predict.shadow.stats().sampled == 0
+            """
+        )
+    )
+    proc = _pytest_in(tmp_path, "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    assert "1 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_pytest_started_after_shadowdeco_was_imported_runs_under_warnings_as_errors(
+    tmp_path: Path,
+) -> None:
+    """A runner that imported shadowdeco before pytest.main() (the app, a script) does not
+    crash on pytest's "already imported, cannot be rewritten" warning made an error."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings =\n    error\n")
+    (tmp_path / "run.py").write_text(
+        "import sys\nimport shadowdeco\nimport pytest\n"
+        'sys.exit(pytest.main(["-q", "-p", "no:cacheprovider"]))\n'
+    )
+    (tmp_path / "test_fixture.py").write_text("def test_ok(shadow_results):\n    pass\n")
+    proc = _pytest_in(tmp_path, "run.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
