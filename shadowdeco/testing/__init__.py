@@ -77,9 +77,10 @@ class IncompleteCaptureWarning(UserWarning):
     result had not reached every sink), so the capture may lack that result.
 
     A warning, not an error: the test may not care about that result.  Under pytest's
-    ``-W error`` (``filterwarnings = error``) it fails the test at teardown; where a slow
-    shadow is expected, ignore it with ``ignore::shadowdeco.testing.IncompleteCaptureWarning``
-    or wait for the results in the test (``results.wait(n)``).
+    ``-W error`` (``filterwarnings = error``) it fails the test (at teardown, for the
+    ``shadow_results`` fixture); where a slow shadow is expected, ignore it with
+    ``ignore::shadowdeco.testing.IncompleteCaptureWarning`` or wait for the results in the
+    test (``results.wait(n)``).
     """
 
 
