@@ -668,17 +668,7 @@ class Experiment:
             job.live_error = error_of(error)
         if _state.inline:  # testing; the one read of it here, as cheap as before when off
             return self._submit_inline(job, loop)
-        # As _hand_over() does, written out: a call less on the live path.
-        if self._closed:
-            with self._lock:
-                self._lane.left += 1
-            self._settle_drop(job, "shutdown")
-        elif loop is not None and self._executor is None and self._async_candidate(job):
-            start_task(job, loop)
-        else:
-            if not self._started:
-                self._start_threads()
-            self._lane.put(job)
+        self._hand_over(job, loop)
         return None
 
     def _hand_over(self, job: Job, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -1151,7 +1141,9 @@ class _State:
         self.logging_sink: tuple[Logging] | None = None
         # Three kill switches; any one of them stops every experiment.  Kept apart so that
         # lifting one (a config file saying enabled) never lifts another (the environment).
-        # The environment's is read once, when the first experiment is made (see killed()).
+        # The environment's is read at import and again when the first experiment is made
+        # (see killed()); set at either moment, it is on.
+        self.env_at_import = _env_disabled()
         self.env_disabled: bool | None = None
         self.disabled = False  # configure(disabled=...)
         self.file_disabled = False  # the config file's top-level "enabled": false
@@ -1167,7 +1159,7 @@ class _State:
             # Read once, here, when the first experiment asks (at its decoration), not when
             # shadowdeco is imported: pytest imports it at start-up, for the plugin, before
             # a conftest.py can set SHADOWDECO_DISABLED; so may an app's launcher.
-            env = self.env_disabled = _env_disabled()
+            env = self.env_disabled = self.env_at_import or _env_disabled()
         return env or self.disabled or self.file_disabled
 
 

@@ -1031,3 +1031,24 @@ def test_pytest_started_after_shadowdeco_was_imported_runs_under_warnings_as_err
     proc = _pytest_in(tmp_path, "run.py")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+def test_the_environment_kill_switch_set_at_import_stays_on() -> None:
+    """SHADOWDECO_DISABLED present when shadowdeco was imported holds even if the variable is
+    gone by the first experiment (a launcher that cleans its environment)."""
+    code = (
+        "import os, shadowdeco; del os.environ['SHADOWDECO_DISABLED']\n"
+        "from shadowdeco import shadow\n"
+        "@shadow(candidate=lambda x: x, sinks=[])\n"
+        "def f(x): return x\n"
+        "f(1); print(f.shadow.stats().sampled)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "SHADOWDECO_DISABLED": "1", "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout.strip() == "0"
