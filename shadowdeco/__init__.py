@@ -15,6 +15,11 @@ True
 
 The caller always gets the live result; the candidate runs in the background, bounded and
 isolated, and both results reach the sinks as one :class:`ShadowResult`.
+
+PYTEST_DONT_REWRITE: the package holds a pytest plugin (``shadowdeco.testing.plugin``), so
+pytest would rewrite this module's asserts, and warns (an error under ``-W error``) when it
+was imported before pytest started, as an app or a runner script may well do.  It has no
+asserts; this marker, which pytest looks for in a module's docstring, tells it so.
 """
 
 from . import compare, sampling, sinks

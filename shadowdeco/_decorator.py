@@ -27,7 +27,7 @@ from typing import Any, SupportsIndex, TypeVar
 
 import wrapt
 
-from ._experiment import Experiment, _state, register
+from ._experiment import Experiment, register
 from ._runner import _IN_SHADOW
 
 __all__ = ["shadow"]
@@ -221,13 +221,13 @@ def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
             exp._abandon(job, "live_cancelled")
             raise
         except BaseException as exc:
-            submit(job, None, exc, loop)
-            if _state.inline:
-                await exp.aflush(exp._inline_timeout())
+            waiter = submit(job, None, exc, loop)
+            if waiter is not None:  # inline mode (testing): its own shadow is recorded first
+                await exp._await_inline(waiter)
             raise
-        submit(job, value, None, loop)
-        if _state.inline:
-            await exp.aflush(exp._inline_timeout())
+        waiter = submit(job, value, None, loop)
+        if waiter is not None:
+            await exp._await_inline(waiter)
         return value
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

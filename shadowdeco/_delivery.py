@@ -45,6 +45,10 @@ def sink_name(sink: object) -> str:
     return f"{kind}({path})" if isinstance(path, str) else kind
 
 
+#: A queued result: its experiment, the result, and what to call once the sink had it.
+_Item = tuple["Experiment", ShadowResult, Callable[[], object] | None]
+
+
 class SinkWorker:
     """Hands results to one sink from its own thread."""
 
@@ -52,8 +56,7 @@ class SinkWorker:
         self.sink = sink
         self.name = sink_name(sink)
         self._emit = as_emit(sink)
-        self._queue: queue.SimpleQueue[tuple[Experiment, ShadowResult] | None]
-        self._queue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # the counters below; taken directly on the hot path
         self._idle = Waited(self._lock)  # notified only when wait_idle waits
         self._pending = 0
@@ -62,8 +65,12 @@ class SinkWorker:
         self._stopped = False  # the thread took its stop marker
         self._on_stop: Callable[[], object] | None = None  # then runs on the thread, see stop()
 
-    def offer(self, exp: Experiment, result: ShadowResult) -> bool:
-        """Queue a result for the sink; False (and nothing queued) when it is too far behind."""
+    def offer(
+        self, exp: Experiment, result: ShadowResult, delivered: Callable[[], object] | None = None
+    ) -> bool:
+        """Queue a result for the sink; False (and nothing queued) when it is too far behind.
+
+        ``delivered`` is called once the sink had it (an inline call waits for that)."""
         with self._lock:
             if self._pending >= max_pending:
                 if not self._warned:  # once per burst: the sink is falling behind
@@ -75,9 +82,9 @@ class SinkWorker:
             self._pending += 1
         if self._thread is None and not self.ensure_started():
             # At interpreter exit with no thread for this sink yet: deliver right here.
-            self._deliver(exp, result)
+            self._deliver(exp, result, delivered)
             return True
-        self._queue.put((exp, result))
+        self._queue.put((exp, result, delivered))
         return True
 
     def ensure_started(self) -> bool:
@@ -102,7 +109,7 @@ class SinkWorker:
 
     def _run_batched(
         self,
-        intake: Intake[tuple[Experiment, ShadowResult] | None],
+        intake: Intake[_Item | None],
         emit_batch: Callable[[list[ShadowResult]], tuple[list[int], int]],
     ) -> None:
         """Hand over what waits in one call (JsonLines: one lock for all the lines).  A
@@ -112,25 +119,32 @@ class SinkWorker:
         while True:
             batch = intake.take_many(BATCH)
             stop = batch[-1] is None
-            items = cast("list[tuple[Experiment, ShadowResult]]", batch[:-1] if stop else batch)
+            items = cast("list[_Item]", batch[:-1] if stop else batch)
             del batch
             if items:
-                outcome = guard("sink", items[0][0].name, emit_batch, [r for _, r in items])
+                outcome = guard("sink", items[0][0].name, emit_batch, [r for _, r, _ in items])
                 failed, unreported = (range(len(items)), 0) if outcome is FAILED else outcome
                 for i in failed:
                     items[i][0]._count_sink_error()
                 for _ in range(unreported):
                     items[0][0]._count_sink_error()
                 self._done(len(items))
+                for _, _, delivered in items:
+                    if delivered is not None:
+                        delivered()
             del items  # hold nothing while waiting for the next ones
             if stop:
                 self._stop_here()
                 return
 
-    def _deliver(self, exp: Experiment, result: ShadowResult) -> None:
+    def _deliver(
+        self, exp: Experiment, result: ShadowResult, delivered: Callable[[], object] | None
+    ) -> None:
         if guard("sink", exp.name, self._emit, result) is FAILED:
             exp._count_sink_error()
         self._done(1)
+        if delivered is not None:
+            delivered()
 
     def _done(self, n: int) -> None:
         with self._lock:

@@ -337,6 +337,49 @@ def _cancel(job: Job) -> None:
             log.debug("shadowdeco: could not cancel a candidate", exc_info=True)
 
 
+class _InlineWait:
+    """What an inline call (shadowdeco.testing) waits for: its own job settled, then its
+    result handed to every sink it was offered to.  Nothing else: not the other calls'
+    shadows, which may be slow or hung.
+
+    Counts what is still to come: the settling (one), and one per sink the result is being
+    offered to; each is counted before it can happen, so the count reaches 0 only once.
+    """
+
+    __slots__ = ("_cond", "_open", "sinks")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._open = 1  # the settling
+        self.sinks: list[Any] = []  # the sinks that took the result (flushed after)
+
+    def offer(self, exp: Experiment, result: Any, sinks: Iterable[Any]) -> list[str]:
+        """Offer ``result`` to each sink's worker, which reports its delivery; the names of
+        those too far behind to take it."""
+        dropped = []
+        for sink in sinks:
+            worker = worker_for(sink)
+            with self._cond:
+                self._open += 1
+            if worker.offer(exp, result, self.done):
+                self.sinks.append(sink)
+            else:
+                dropped.append(worker.name)
+                self.done()
+        return dropped
+
+    def done(self) -> None:
+        """One thing waited for happened (the job settled, or one sink got the result)."""
+        with self._cond:
+            self._open -= 1
+            if self._open == 0:
+                self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._open == 0, timeout)
+
+
 class Experiment:
     """One live function and its candidate: settings, runtime control and counters.
 
@@ -416,10 +459,12 @@ class Experiment:
         self._sinks_closed = False  # close() let go of its sinks: a late result is dropped
         self._started = False  # the emitter and sink threads, see _start_threads
         self._warned: set[str] = set()
+        #: the jobs of inline calls (shadowdeco.testing) and what each call waits on; read
+        #: (is it empty?) where a job is settled, off the live path
+        self._inline_jobs: dict[Job, _InlineWait] = {}
         self._generation = 0  # bumped in a forked child: older jobs are the parent's
-        self._active = False
         self._reset_counters()
-        self._refresh()
+        self._refresh()  # sets _active, the flag the live path reads first
         # What a second decoration under this name must agree with: the settings as given,
         # not as changed since while serving (a config file's sample, a swapped candidate).
         self._as_decorated = self._settings()
@@ -606,18 +651,28 @@ class Experiment:
         value: Any,
         error: BaseException | None,
         loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
+    ) -> _InlineWait | None:
         """Hand a job whose live call ended to the runner (live path: enqueue only).
 
         The live observation is built later, off the live path; an error is reduced to its
         (type, message) now, so the traceback and its frames are not kept alive.
+
+        In inline mode (shadowdeco.testing) a sync call (no ``loop``) waits here for its own
+        shadow; for an async one, what to await is returned (see :meth:`_await_inline`).
         """
         job.t1 = time.perf_counter_ns()
         if job.gen != self._generation:
-            return  # begun before a fork, in the parent: counted as "fork" already
+            return None  # begun before a fork, in the parent: counted as "fork" already
         job.live_value = value
         if error is not None:
             job.live_error = error_of(error)
+        if _state.inline:  # testing; the one read of it here, as cheap as before when off
+            return self._submit_inline(job, loop)
+        self._hand_over(job, loop)
+        return None
+
+    def _hand_over(self, job: Job, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Settle ``job`` as ``shutdown`` if closed; else start its task or queue it."""
         if self._closed:
             with self._lock:
                 self._lane.left += 1
@@ -628,8 +683,18 @@ class Experiment:
             if not self._started:
                 self._start_threads()
             self._lane.put(job)
-            if _state.inline and loop is None:
-                self.flush(self._inline_timeout())
+
+    def _submit_inline(
+        self, job: Job, loop: asyncio.AbstractEventLoop | None
+    ) -> _InlineWait | None:
+        """:meth:`_submit` in inline mode: the wait is registered before the job can be
+        settled; a sync call (no ``loop``) waits here, an async one gets what to await."""
+        waiter = self._inline_jobs[job] = _InlineWait()
+        self._hand_over(job, loop)
+        if loop is None:
+            self._wait_inline(waiter)
+            return None
+        return waiter
 
     def _start_threads(self) -> None:
         """Start the emitter and the sinks' threads with the first shadow, not the first
@@ -652,6 +717,27 @@ class Experiment:
     def _inline_timeout(self) -> float:
         """How long an inline call waits for its shadow (testing): past the timeout, a bit."""
         return (self.timeout or 0.0) + 10.0
+
+    def _wait_inline(self, waiter: _InlineWait) -> None:
+        """Wait until this call's own job is settled and its result handed to each of its
+        sinks, then flush those sinks (a JSONL line is in the file): what other calls still
+        have in flight is not waited for."""
+        timeout = self._inline_timeout()
+        deadline = time.monotonic() + timeout
+        if waiter.wait(timeout):
+            self._flush_sinks(waiter.sinks, max(0.0, deadline - time.monotonic()))
+
+    async def _await_inline(self, waiter: _InlineWait) -> None:
+        """:meth:`_wait_inline` for an async call: waits in a thread, so the loop keeps
+        running (the candidate may be a task on it)."""
+        await asyncio.get_running_loop().run_in_executor(None, self._wait_inline, waiter)
+
+    def _release_inline(self, job: Job) -> None:
+        """``job`` is settled: the inline call waiting for it (if any) may go on once its
+        result reached the sinks it was offered to."""
+        waiter = self._inline_jobs.pop(job, None)
+        if waiter is not None:
+            waiter.done()
 
     def _async_candidate(self, job: Job) -> bool:
         candidate = job.candidate
@@ -693,12 +779,16 @@ class Experiment:
                 return False
             job.state = DONE
             self._drop_locked(reason)
-            return True
+        if self._inline_jobs:
+            self._release_inline(job)
+        return True
 
     def _drop_handed(self, job: Job, reason: str) -> None:
         with self._lock:
             job.state = DONE
             self._drop_locked(reason)
+        if self._inline_jobs:
+            self._release_inline(job)
 
     def _drop_locked(self, reason: str) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
@@ -740,11 +830,15 @@ class Experiment:
         if self._sinks_closed:  # built after close() let go of its sinks: not written
             self._drop_handed(job, "shutdown")
             return
-        dropped_at = [
-            worker.name
-            for worker in map(worker_for, self._sinks_now())
-            if not worker.offer(self, result)
-        ]
+        waiter = self._inline_jobs.get(job) if self._inline_jobs else None
+        if waiter is None:
+            dropped_at = [
+                worker.name
+                for worker in map(worker_for, self._sinks_now())
+                if not worker.offer(self, result)
+            ]
+        else:  # an inline call waits for this result to reach its sinks
+            dropped_at = waiter.offer(self, result, self._sinks_now())
         with self._lock:
             job.state = DONE
             self._emitted += 1
@@ -760,6 +854,8 @@ class Experiment:
                 self._sink_drops[name] = self._sink_drops.get(name, 0) + 1
             self._compare_errors += compare_failed
             self._notify_if_settled_locked()
+        if waiter is not None:
+            self._release_inline(job)
 
     def _sinks_now(self) -> tuple[Any, ...]:
         """This experiment's sinks (or the defaults as configured now), and any observers."""
@@ -977,6 +1073,7 @@ class Experiment:
         self._live_lock = threading.Lock()
         self._settled = Waited(self._lock)
         self._lane.reset_after_fork()
+        self._inline_jobs = {}  # the parent's calls: none waits here
         self._started = False  # the parent's threads did not come along
         self._generation += 1
         # What the parent had in flight cannot finish here: count it once, as "fork".
@@ -1044,12 +1141,10 @@ class _State:
         self.logging_sink: tuple[Logging] | None = None
         # Three kill switches; any one of them stops every experiment.  Kept apart so that
         # lifting one (a config file saying enabled) never lifts another (the environment).
-        self.env_disabled = os.environ.get("SHADOWDECO_DISABLED", "").strip().lower() in {
-            "1",
-            "true",
-            "yes",
-            "on",
-        }
+        # The environment's is read at import and again when the first experiment is made
+        # (see killed()); set at either moment, it is on.
+        self.env_at_import = _env_disabled()
+        self.env_disabled: bool | None = None
         self.disabled = False  # configure(disabled=...)
         self.file_disabled = False  # the config file's top-level "enabled": false
         self.config: _ConfigWatcher | None = None
@@ -1059,7 +1154,18 @@ class _State:
         self.inline = False
 
     def killed(self) -> bool:
-        return self.env_disabled or self.disabled or self.file_disabled
+        env = self.env_disabled
+        if env is None:
+            # Read once, here, when the first experiment asks (at its decoration), not when
+            # shadowdeco is imported: pytest imports it at start-up, for the plugin, before
+            # a conftest.py can set SHADOWDECO_DISABLED; so may an app's launcher.
+            env = self.env_disabled = self.env_at_import or _env_disabled()
+        return env or self.disabled or self.file_disabled
+
+
+def _env_disabled() -> bool:
+    value = os.environ.get("SHADOWDECO_DISABLED", "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 _state = _State()

@@ -6,7 +6,9 @@
 * ``shadow_inline``: sampled calls return only once their shadow is recorded, so a test can
   assert on ``shadow_results`` right after the call.
 
-Both undo themselves after the test, also when it fails.
+Both undo themselves after the test, also when it fails.  At the end of the test
+``shadow_results`` waits for the experiments sampled during it, and warns
+(:class:`~shadowdeco.testing.IncompleteCaptureWarning`) about one still not settled.
 """
 
 from __future__ import annotations
