@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import KINDS, MODES, build
+from helpers import KINDS, MODES, build, run_script
 from hypothesis import strategies as st
 
 import shadowdeco
@@ -1033,22 +1033,19 @@ def test_pytest_started_after_shadowdeco_was_imported_runs_under_warnings_as_err
     assert "1 passed" in proc.stdout
 
 
-def test_the_environment_kill_switch_set_at_import_stays_on() -> None:
+def test_the_environment_kill_switch_set_at_import_stays_on(tmp_path: Path) -> None:
     """SHADOWDECO_DISABLED present when shadowdeco was imported holds even if the variable is
     gone by the first experiment (a launcher that cleans its environment)."""
-    code = (
-        "import os, shadowdeco; del os.environ['SHADOWDECO_DISABLED']\n"
-        "from shadowdeco import shadow\n"
-        "@shadow(candidate=lambda x: x, sinks=[])\n"
-        "def f(x): return x\n"
-        "f(1); print(f.shadow.stats().sampled)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "SHADOWDECO_DISABLED": "1", "PYTHONPATH": str(REPO)},
-    )
-    assert proc.stdout.strip() == "0"
+    source = """
+        import os, shadowdeco
+        del os.environ["SHADOWDECO_DISABLED"]
+
+        @shadowdeco.shadow(candidate=lambda x: x, sinks=[])
+        def f(x):
+            return x
+
+        f(1)
+        print(f.shadow.stats().sampled)
+    """
+    proc = run_script(source, tmp_path, SHADOWDECO_DISABLED="1")
+    assert (proc.returncode, proc.stdout.strip()) == (0, "0"), proc.stderr
