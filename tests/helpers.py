@@ -174,6 +174,22 @@ def assert_adds_up(stats: shadowdeco.Stats) -> None:
     assert stats.in_flight >= 0, stats
 
 
+def run_python(
+    *args: str, cwd: Path, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a fresh interpreter with ``args`` in ``cwd``, this checkout importable, ``env``
+    added to the environment; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        check=False,
+    )
+
+
 def run_script(
     source: str, tmp_path: Path, timeout: float = 60, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -181,12 +197,4 @@ def run_script(
     importable."""
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(source))
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        check=False,
-    )
+    return run_python(str(script), cwd=tmp_path, timeout=timeout, **env)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = [
@@ -28,15 +27,7 @@ MODULES = [
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
+    return run_python(*args, cwd=REPO, timeout=120)
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import KINDS, MODES, build, run_script
+from helpers import KINDS, MODES, build, run_python, run_script
 from hypothesis import strategies as st
 
 import shadowdeco
@@ -981,17 +981,8 @@ def test_capture_does_not_warn_over_a_failure_in_its_block(monkeypatch: pytest.M
 
 
 def _pytest_in(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("SHADOWDECO_DISABLED", None)
-    return subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
+    # SHADOWDECO_DISABLED empty: the kill switch off, whatever the outer environment says.
+    return run_python(*args, cwd=tmp_path, timeout=120, SHADOWDECO_DISABLED="")
 
 
 def test_the_kill_switch_set_in_a_conftest_applies(tmp_path: Path) -> None:
