@@ -243,3 +243,127 @@ def test_results_past_the_emitter_bound_are_dropped_as_backlog() -> None:
     assert live.shadow.flush(10)
     stats = live.shadow.stats()
     assert (stats.emitted, stats.in_flight, len(memory)) == (2, 0, 2)
+
+
+def _burst_then_hang(
+    memory: sinks.Memory, count: int, **options: Any
+) -> tuple[Any, threading.Event, threading.Event]:
+    """``count`` fast shadows queued behind a held one, then one that hangs: a single
+    worker runs them back to back (the queue never empties until the last)."""
+    first, last = threading.Event(), threading.Event()
+    hanging = threading.Event()
+
+    def candidate(x: object) -> object:
+        if x == "first":
+            first.wait(30)
+        elif x == "last":
+            hanging.set()
+            last.wait(30)
+        return x
+
+    @shadow(candidate=candidate, sinks=[memory], max_concurrency=1, **options)
+    def predict(x: object) -> object:
+        return x
+
+    predict("first")
+    for i in range(count):
+        predict(i)
+    predict("last")
+    first.set()
+    assert hanging.wait(10)
+    return predict, last, hanging
+
+
+def test_results_before_a_hanging_candidate_reach_the_sinks() -> None:
+    """A worker runs the next queued candidate before it hands over the results it has
+    (one hand-over for many); when that candidate hangs, the results it holds still reach
+    the sinks, without a timeout, while the candidate hangs."""
+    memory = sinks.Memory()
+    predict, last, _ = _burst_then_hang(memory, 50, timeout=None)
+    try:
+        results = memory.wait(51, timeout=10)
+        assert len(results) == 51
+        assert [r.candidate.value for r in results] == ["first", *range(50)]
+        stats = predict.shadow.stats()
+        assert (stats.emitted, stats.in_flight) == (51, 1), stats
+    finally:
+        last.set()
+    assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.dropped) == (52, {}), stats
+    assert_adds_up(stats)
+    predict.shadow.close()
+
+
+def test_close_settles_the_results_a_hung_worker_holds() -> None:
+    """close() while the worker hangs: what it held is emitted, the hung one is shutdown."""
+    memory = sinks.Memory()
+    predict, last, _ = _burst_then_hang(memory, 20, timeout=None)
+    try:
+        predict.shadow.close(timeout=0.5)
+        stats = predict.shadow.stats()
+        assert (stats.emitted, stats.dropped) == (21, {"shutdown": 1}), stats
+        assert len(memory.results) == 21
+    finally:
+        last.set()
+
+
+def test_a_result_that_fails_to_build_is_dropped_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One result of a burst that shadowdeco fails to build is counted as internal_error;
+    the others of the same hand-over reach the sinks."""
+    from shadowdeco import _experiment
+
+    real = _experiment.result_of
+
+    def result_of(*fields: Any) -> ShadowResult:
+        if fields[5].value == 7:  # the candidate's observation
+            raise RuntimeError("a bug in shadowdeco")
+        return real(*fields)
+
+    monkeypatch.setattr(_experiment, "result_of", result_of)
+    memory = sinks.Memory()
+    predict, last, _ = _burst_then_hang(memory, 20, timeout=None)
+    last.set()
+    assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.dropped) == (21, {"internal_error": 1}), stats
+    values = [r.candidate.value for r in memory.results]
+    assert values == ["first", *(i for i in range(20) if i != 7), "last"]
+    predict.shadow.close()
+
+
+def test_a_burst_past_a_sinks_bound_counts_each_lost_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Results handed over together to a sink that is too far behind: those past its bound
+    are counted one by one, the others delivered."""
+    monkeypatch.setattr(_delivery, "max_pending", 5)
+    release = threading.Event()
+
+    def slow(result: ShadowResult) -> None:
+        release.wait(30)
+
+    first = threading.Event()
+
+    def candidate(x: object) -> object:
+        if x == "first":
+            first.wait(30)
+        return x
+
+    @shadow(candidate=candidate, sinks=[slow], max_concurrency=1, timeout=None)
+    def bounded(x: object) -> object:
+        return x
+
+    try:
+        bounded("first")
+        for i in range(30):
+            bounded(i)
+        first.set()
+        assert bounded.shadow._wait_settled(10)
+        stats = bounded.shadow.stats()
+        # Five taken (one in the sink's hands, four queued); the 26 others are lost.
+        assert (stats.emitted, stats.sink_drops) == (31, {_delivery.sink_name(slow): 26})
+    finally:
+        release.set()
+    assert bounded.shadow.flush(10)
+    bounded.shadow.close()
