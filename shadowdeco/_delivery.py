@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ._result import ShadowResult
@@ -71,21 +71,33 @@ class SinkWorker:
         """Queue a result for the sink; False (and nothing queued) when it is too far behind.
 
         ``delivered`` is called once the sink had it (an inline call waits for that)."""
+        return not self.offer_many(exp, (result,), delivered)
+
+    def offer_many(
+        self,
+        exp: Experiment,
+        results: Sequence[ShadowResult],
+        delivered: Callable[[], object] | None = None,
+    ) -> int:
+        """Queue results for the sink, up to its bound (one lock for all); how many of the
+        last ones were not queued, the sink being too far behind."""
         with self._lock:
-            if self._pending >= max_pending:
-                if not self._warned:  # once per burst: the sink is falling behind
-                    self._warned = True
-                    log.warning(
-                        "shadowdeco: sink %s is %d results behind; dropping", self.name, max_pending
-                    )
-                return False
-            self._pending += 1
+            taken = min(len(results), max(0, max_pending - self._pending))
+            self._pending += taken
+            if taken < len(results) and not self._warned:
+                self._warned = True  # once per burst: the sink is falling behind
+                log.warning(
+                    "shadowdeco: sink %s is %d results behind; dropping", self.name, max_pending
+                )
         if self._thread is None and not self.ensure_started():
             # At interpreter exit with no thread for this sink yet: deliver right here.
-            self._deliver(exp, result, delivered)
-            return True
-        self._queue.put((exp, result, delivered))
-        return True
+            for result in results[:taken]:
+                self._deliver(exp, result, delivered)
+        else:
+            put = self._queue.put
+            for result in results[:taken]:
+                put((exp, result, delivered))
+        return len(results) - taken
 
     def ensure_started(self) -> bool:
         with self._lock:

@@ -50,7 +50,7 @@ from . import _delivery, _result
 from . import compare as _compare
 from . import sampling as _sampling
 from ._delivery import stop_worker, stop_workers, worker_for
-from ._result import Observation, error_of, observation_of, result_of, to_jsonable
+from ._result import Observation, ShadowResult, error_of, observation_of, result_of, to_jsonable
 from ._runner import (
     DONE,
     FAILED,
@@ -61,6 +61,8 @@ from ._runner import (
     Lane,
     Waited,
     emit,
+    emit_failed,
+    emit_many,
     emitter,
     guard,
     log_failure,
@@ -797,6 +799,60 @@ class Experiment:
     # -- the emitter thread: compare, build, sink ---------------------------------------------
 
     def _emit(self, job: Job, obs: Observation) -> None:
+        result, match, compare_failed = self._build(job, obs)
+        if self._sinks_closed:  # built after close() let go of its sinks: not written
+            self._drop_handed(job, "shutdown")
+            return
+        waiter = self._inline_jobs.get(job) if self._inline_jobs else None
+        if waiter is None:
+            dropped_at = [
+                worker.name
+                for worker in map(worker_for, self._sinks_now())
+                if not worker.offer(self, result)
+            ]
+        else:  # an inline call waits for this result to reach its sinks
+            dropped_at = waiter.offer(self, result, self._sinks_now())
+        with self._lock:
+            self._count_emitted_locked(job, obs, match, compare_failed)
+            for name in dropped_at:
+                self._sink_drops[name] = self._sink_drops.get(name, 0) + 1
+            self._notify_if_settled_locked()
+        if waiter is not None:
+            self._release_inline(job)
+
+    def _emit_many(self, items: list[tuple[Job, Observation]]) -> None:
+        """:meth:`_emit` for the results a lane worker hands over together: each is built
+        on its own (one that fails is dropped alone, as ``internal_error``), then they are
+        offered to each sink in one go and counted under one lock."""
+        if len(items) == 1 or self._inline_jobs:  # an inline call waits for its own
+            for job, obs in items:
+                emit(job, obs)
+            return
+        built = []
+        for job, obs in items:
+            try:
+                built.append((job, obs, *self._build(job, obs)))
+            except BaseException:  # noqa: BLE001 - a bug of ours: logged, counted
+                emit_failed(self, [job])
+        if self._sinks_closed:
+            for job, *_ in built:
+                self._drop_handed(job, "shutdown")
+            return
+        results = [result for _, _, result, _, _ in built]
+        dropped = [
+            (worker.name, worker.offer_many(self, results))
+            for worker in map(worker_for, self._sinks_now())
+        ]
+        with self._lock:
+            for job, obs, _, match, compare_failed in built:
+                self._count_emitted_locked(job, obs, match, compare_failed)
+            for name, lost in dropped:
+                if lost:
+                    self._sink_drops[name] = self._sink_drops.get(name, 0) + lost
+            self._notify_if_settled_locked()
+
+    def _build(self, job: Job, obs: Observation) -> tuple[ShadowResult, bool | None, bool]:
+        """Compare the arms and build the paired result: (result, match, compare failed)."""
         duration = (job.t1 - job.t0) / 1e9  # whole nanoseconds: see seconds_since()
         if job.live_error is None:
             live = observation_of("ok", job.live_value, None, duration)
@@ -827,35 +883,22 @@ class Experiment:
             span_id,
             trace_sampled,
         )
-        if self._sinks_closed:  # built after close() let go of its sinks: not written
-            self._drop_handed(job, "shutdown")
-            return
-        waiter = self._inline_jobs.get(job) if self._inline_jobs else None
-        if waiter is None:
-            dropped_at = [
-                worker.name
-                for worker in map(worker_for, self._sinks_now())
-                if not worker.offer(self, result)
-            ]
-        else:  # an inline call waits for this result to reach its sinks
-            dropped_at = waiter.offer(self, result, self._sinks_now())
-        with self._lock:
-            job.state = DONE
-            self._emitted += 1
-            if match is True:
-                self._matched += 1
-            elif match is False:
-                self._mismatched += 1
-            if obs.status == "error":
-                self._candidate_errors += 1
-            elif obs.status == "timeout":
-                self._timeouts += 1
-            for name in dropped_at:
-                self._sink_drops[name] = self._sink_drops.get(name, 0) + 1
-            self._compare_errors += compare_failed
-            self._notify_if_settled_locked()
-        if waiter is not None:
-            self._release_inline(job)
+        return result, match, compare_failed
+
+    def _count_emitted_locked(
+        self, job: Job, obs: Observation, match: bool | None, compare_failed: bool
+    ) -> None:
+        job.state = DONE
+        self._emitted += 1
+        if match is True:
+            self._matched += 1
+        elif match is False:
+            self._mismatched += 1
+        if obs.status == "error":
+            self._candidate_errors += 1
+        elif obs.status == "timeout":
+            self._timeouts += 1
+        self._compare_errors += compare_failed
 
     def _sinks_now(self) -> tuple[Any, ...]:
         """This experiment's sinks (or the defaults as configured now), and any observers."""
@@ -1014,6 +1057,9 @@ class Experiment:
         for job in self._lane.drain():
             if self._settle_drop(job, "shutdown"):
                 _cancel(job)  # a candidate in a worker process is stopped (killed), not left hung
+        held = self._lane.take_held()  # by a worker whose next candidate hangs
+        if held:
+            emit_many(self, held)
         # Idle workers end at once; joining them means no thread of ours still references
         # this experiment (its sinks, their open files) when the interpreter finalizes.
         for worker in self._lane.stop_threads():

@@ -69,6 +69,10 @@ SLOW_JOB: Final = 100e-6
 STUCK: Final = 10 * sys.getswitchinterval()
 _ALPHA: Final = 1 / 16
 
+# The most results a lane worker holds before it hands them over to the sinks: see
+# Lane._run_one.
+HELD: Final = 64
+
 # The most jobs a lane sends to a ProcessPool worker in one message (see run_in_pool); fewer
 # when the candidate's runs are long against the timeout, since a batch's jobs run one after
 # another but their timeouts count from the batch's start.
@@ -659,6 +663,8 @@ class Lane:
         self.tasks: dict[asyncio.Task[None], Job] = {}
         self.semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self.semaphores = weakref.WeakKeyDictionary()
+        #: Results claimed and not yet handed to the sinks (under the lock): see _run_one.
+        self.held: list[tuple[Job, Observation]] = []
 
     @property
     def waiting(self) -> int:
@@ -765,6 +771,9 @@ class Lane:
             if job is None:  # told to stop (close / shutdown)
                 with exp._lock:
                     self._leave_locked(stopping=True)
+                    held, self.held = self.held, []
+                if held:  # held when the marker was queued
+                    emit_many(exp, held)
                 return
             if step(job):
                 return
@@ -773,7 +782,13 @@ class Lane:
 
     def _run_one(self, job: Job) -> bool:
         """:meth:`_work`'s step: run one job's candidate on this thread.  True when this
-        worker is to end (it retires)."""
+        worker is to end (it retires).
+
+        The worker builds the results itself (one thread hand-off less per result; the
+        emitter thread serves timeouts and async candidates), and while more jobs wait it
+        holds them, up to :data:`HELD`, to hand them to the sinks together when the queue
+        empties: one lock per sink and one count for many results.  Should the next job
+        hang, the timer hands over what is held (see :meth:`check`)."""
         exp = self.exp
         lock = exp._lock
         with lock:
@@ -788,22 +803,45 @@ class Lane:
             self.starts += 1
         job.queue_s = (now - job.t1) / 1e9  # seconds_since(), inlined
         self._poke_if_due(started)
-        retire = False
-        ran = math.inf  # a call that raised out of run_in_thread counts as slow
         try:
             obs = run_in_thread(job)
-            ran = time.perf_counter() - started
-            if obs is None:
-                exp._settle_drop(job, "shutdown")
-            else:
-                # A lane worker builds the result itself: one thread hand-off less per
-                # result (the emitter thread serves timeouts and async candidates).
-                exp._deliver(job, obs, here=True)
-        finally:
+        except BaseException:  # a bug of ours: this worker ends, its job is counted
             with lock:
                 self.running.discard(job)
                 self.idle += 1
-                self._record_locked(ran)
+                self._record_locked(math.inf)
+            exp._settle_drop(job, "internal_error")
+            raise
+        ran = time.perf_counter() - started
+        with lock:
+            self.running.discard(job)
+            self._record_locked(ran)
+            claimed = obs is not None and job.state == OPEN  # not a timeout already
+            if claimed:
+                job.state = HANDED
+                self.held.append((job, cast("Observation", obs)))
+            held = self.held
+            if held and (
+                self.slow
+                or len(held) >= HELD
+                or exp._inline_jobs  # an inline call waits for its result
+                or not self.queue.qsize()
+            ):
+                self.held = []
+            else:
+                held = []
+                self.idle += 1
+                retire = self._retire_locked()
+        if obs is None:
+            exp._settle_drop(job, "shutdown")
+        elif not claimed:
+            log.debug("shadowdeco: %s candidate ended after it was settled", exp.name)
+        elif not held and self.held:  # more jobs wait: the results are handed over later
+            self._watch_held(time.perf_counter())
+        if held:
+            emit_many(exp, held)
+            with lock:
+                self.idle += 1
                 retire = self._retire_locked()
         return retire
 
@@ -877,6 +915,18 @@ class Lane:
         timeout = self.exp._timeout  # (the attribute: once per job)
         if timeout is not None and started + timeout < timer.wake_at:
             timer.poke()
+
+    def _watch_held(self, now: float) -> None:
+        """Have the timer look at this lane by ``now + STUCK``, in case the worker that
+        holds results hangs in its next job."""
+        if now + STUCK < timer.wake_at:
+            timer.poke()
+
+    def take_held(self) -> list[tuple[Job, Observation]]:
+        """The results the lane's workers hold (see :meth:`_run_one`), theirs no more."""
+        with self.exp._lock:
+            held, self.held = self.held, []
+        return held
 
     def _retire_locked(self) -> bool:
         """Take this idle worker off the lane when its candidates are fast, nothing waits
@@ -968,8 +1018,16 @@ class Lane:
                     next_at = min(next_at, now + STUCK)  # does the queue still wait then?
                 else:
                     next_at = min(next_at, youngest + STUCK)
+            held: list[tuple[Job, Observation]] = []
+            if self.held:
+                if not self.running or now - youngest >= STUCK:  # its worker may hang
+                    held, self.held = self.held, []
+                else:
+                    next_at = min(next_at, youngest + STUCK)
         for job in expired:
             exp._settle_timeout(job, timeout)
+        for job, obs in held:
+            emitter.put(job, obs)
         if start:
             self._start_worker()
         return next_at
@@ -1023,6 +1081,7 @@ class Lane:
         self.watched = False
         self.tasks = {}
         self.semaphores = weakref.WeakKeyDictionary()
+        self.held = []  # the parent's: counted as in flight, so as fork
 
 
 # --------------------------------------------------------------------------------------------
@@ -1236,10 +1295,25 @@ def emit(job: Job, obs: Observation) -> None:
     """Compare, build the result and hand it to the sinks' threads, on this thread."""
     try:
         job.exp._emit(job, obs)
-    except BaseException:
-        log.exception("shadowdeco: emitting a result of %s failed", job.exp.name)
+    except BaseException:  # noqa: BLE001 - a bug of ours: logged, counted
+        emit_failed(job.exp, [job])
+
+
+def emit_many(exp: Experiment, items: list[tuple[Job, Observation]]) -> None:
+    """:func:`emit` for many results of one experiment at once (a lane worker's hand-over)."""
+    try:
+        exp._emit_many(items)
+    except BaseException:  # noqa: BLE001 - a bug of ours: logged, counted
+        emit_failed(exp, [job for job, _ in items])
+
+
+def emit_failed(exp: Experiment, jobs: list[Job]) -> None:
+    """Emitting ``jobs`` raised (a bug in shadowdeco): log it, and count those it did not
+    settle as ``internal_error``.  Called in the ``except`` block."""
+    log.exception("shadowdeco: emitting a result of %s failed", exp.name)
+    for job in jobs:
         if job.state != DONE:
-            job.exp._drop_handed(job, "internal_error")
+            exp._drop_handed(job, "internal_error")
 
 
 # --------------------------------------------------------------------------------------------

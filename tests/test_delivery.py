@@ -322,13 +322,13 @@ def test_a_result_that_fails_to_build_is_dropped_alone(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(_experiment, "result_of", result_of)
     memory = sinks.Memory()
-    predict, last, _ = _burst_then_hang(memory, 20, timeout=None)
+    predict, last, _ = _burst_then_hang(memory, 100, timeout=None)
     last.set()
     assert predict.shadow.flush(10)
     stats = predict.shadow.stats()
-    assert (stats.emitted, stats.dropped) == (21, {"internal_error": 1}), stats
+    assert (stats.emitted, stats.dropped) == (101, {"internal_error": 1}), stats
     values = [r.candidate.value for r in memory.results]
-    assert values == ["first", *(i for i in range(20) if i != 7), "last"]
+    assert values == ["first", *(i for i in range(100) if i != 7), "last"]
     predict.shadow.close()
 
 
