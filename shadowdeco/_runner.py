@@ -805,13 +805,10 @@ class Lane:
         self._poke_if_due(started)
         try:
             obs = run_in_thread(job)
-        except BaseException:  # a bug of ours: this worker ends, its job is counted
-            with lock:
-                self.running.discard(job)
-                self.idle += 1
-                self._record_locked(math.inf)
-            exp._settle_drop(job, "internal_error")
-            raise
+        except BaseException:  # a bug of ours: logged, counted; the worker goes on
+            log.exception("shadowdeco: running a candidate of %s failed", exp.name)
+            self._abandon(job)
+            return False
         ran = time.perf_counter() - started
         with lock:
             self.running.discard(job)
@@ -828,7 +825,9 @@ class Lane:
                 or not self.queue.qsize()
             ):
                 self.held = []
-            else:
+                began = False
+            else:  # more jobs wait: what is held is handed over later
+                began = claimed and len(held) == 1
                 held = []
                 self.idle += 1
                 retire = self._retire_locked()
@@ -836,7 +835,7 @@ class Lane:
             exp._settle_drop(job, "shutdown")
         elif not claimed:
             log.debug("shadowdeco: %s candidate ended after it was settled", exp.name)
-        elif not held and self.held:  # more jobs wait: the results are handed over later
+        elif began:
             self._watch_held(time.perf_counter())
         if held:
             emit_many(exp, held)
@@ -916,9 +915,19 @@ class Lane:
         if timeout is not None and started + timeout < timer.wake_at:
             timer.poke()
 
+    def _abandon(self, job: Job) -> None:
+        """Running ``job`` raised out of shadowdeco's own code: it counts as slow, and as
+        dropped for ``internal_error``."""
+        with self.exp._lock:
+            self.running.discard(job)
+            self.idle += 1
+            self._record_locked(math.inf)
+        self.exp._settle_drop(job, "internal_error")
+
     def _watch_held(self, now: float) -> None:
         """Have the timer look at this lane by ``now + STUCK``, in case the worker that
-        holds results hangs in its next job."""
+        began holding results hangs in its next job (while results are held, each look
+        schedules the next: see :meth:`check`)."""
         if now + STUCK < timer.wake_at:
             timer.poke()
 

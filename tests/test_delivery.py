@@ -367,3 +367,29 @@ def test_a_burst_past_a_sinks_bound_counts_each_lost_result(
         release.set()
     assert bounded.shadow.flush(10)
     bounded.shadow.close()
+
+
+def test_a_job_that_fails_in_shadowdecos_own_code_is_counted_and_the_worker_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug of shadowdeco's raising around one candidate run: that call is counted as
+    ``internal_error``, and the lane's worker keeps running the others."""
+    from shadowdeco import _runner
+
+    real = _runner.run_in_thread
+
+    def run_in_thread(job: Any) -> Any:
+        if job.args == (7,):
+            raise RuntimeError("a bug in shadowdeco")
+        return real(job)
+
+    monkeypatch.setattr(_runner, "run_in_thread", run_in_thread)
+    memory = sinks.Memory()
+    predict, last, _ = _burst_then_hang(memory, 20, timeout=None)
+    last.set()
+    assert predict.shadow.flush(10)
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.dropped) == (21, {"internal_error": 1}), stats
+    values = [r.candidate.value for r in memory.results]
+    assert values == ["first", *(i for i in range(20) if i != 7), "last"]
+    predict.shadow.close()
