@@ -62,7 +62,6 @@ from ._runner import (
     Waited,
     emit,
     emit_failed,
-    emit_many,
     emitter,
     guard,
     log_failure,
@@ -1053,13 +1052,12 @@ class Experiment:
         with self._lock:  # Lane.put reads it under this lock: no job slips in after drain
             self._closed = True
         self._refresh()
+        self._lane.release_held()  # not left for the timer: the flush below covers them
         self.flush(timeout)
         for job in self._lane.drain():
             if self._settle_drop(job, "shutdown"):
                 _cancel(job)  # a candidate in a worker process is stopped (killed), not left hung
-        held = self._lane.take_held()  # by a worker whose next candidate hangs
-        if held:
-            emit_many(self, held)
+        self._lane.release_held()  # since the flush began, by a worker whose next job hangs
         # Idle workers end at once; joining them means no thread of ours still references
         # this experiment (its sinks, their open files) when the interpreter finalizes.
         for worker in self._lane.stop_threads():

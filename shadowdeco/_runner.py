@@ -811,7 +811,6 @@ class Lane:
             return False
         ran = time.perf_counter() - started
         with lock:
-            self.running.discard(job)
             self._record_locked(ran)
             claimed = obs is not None and job.state == OPEN  # not a timeout already
             if claimed:
@@ -824,11 +823,14 @@ class Lane:
                 or exp._inline_jobs  # an inline call waits for its result
                 or not self.queue.qsize()
             ):
+                # The job stays running while the worker compares and hands over: a hung
+                # comparator makes it stuck, and the timer adds a worker (see check()).
                 self.held = []
                 began = False
             else:  # more jobs wait: what is held is handed over later
                 began = claimed and len(held) == 1
                 held = []
+                self.running.discard(job)
                 self.idle += 1
                 retire = self._retire_locked()
         if obs is None:
@@ -840,6 +842,7 @@ class Lane:
         if held:
             emit_many(exp, held)
             with lock:
+                self.running.discard(job)
                 self.idle += 1
                 retire = self._retire_locked()
         return retire
@@ -931,11 +934,14 @@ class Lane:
         if now + STUCK < timer.wake_at:
             timer.poke()
 
-    def take_held(self) -> list[tuple[Job, Observation]]:
-        """The results the lane's workers hold (see :meth:`_run_one`), theirs no more."""
+    def release_held(self) -> None:
+        """Pass the results the lane's workers hold (see :meth:`_run_one`) to the emitter
+        thread: for a worker that may hang, and for close() (which never compares on the
+        caller's thread)."""
         with self.exp._lock:
             held, self.held = self.held, []
-        return held
+        for job, obs in held:
+            emitter.put(job, obs)
 
     def _retire_locked(self) -> bool:
         """Take this idle worker off the lane when its candidates are fast, nothing waits
@@ -1027,16 +1033,15 @@ class Lane:
                     next_at = min(next_at, now + STUCK)  # does the queue still wait then?
                 else:
                     next_at = min(next_at, youngest + STUCK)
-            held: list[tuple[Job, Observation]] = []
+            release = False
             if self.held:
-                if not self.running or now - youngest >= STUCK:  # its worker may hang
-                    held, self.held = self.held, []
-                else:
+                release = not self.running or now - youngest >= STUCK  # its worker may hang
+                if not release:
                     next_at = min(next_at, youngest + STUCK)
         for job in expired:
             exp._settle_timeout(job, timeout)
-        for job, obs in held:
-            emitter.put(job, obs)
+        if release:
+            self.release_held()
         if start:
             self._start_worker()
         return next_at
@@ -1272,7 +1277,7 @@ class _Emitter:
     def put(self, job: Job, obs: Observation) -> None:
         if not self.ensure_started():
             # At interpreter exit with no emitter thread yet: emit here, on this worker.
-            job.exp._emit(job, obs)
+            emit(job, obs)
             return
         with self._lock:
             full = self._pending >= self.max_pending

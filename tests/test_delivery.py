@@ -393,3 +393,61 @@ def test_a_job_that_fails_in_shadowdecos_own_code_is_counted_and_the_worker_goes
     values = [r.candidate.value for r in memory.results]
     assert values == ["first", *(i for i in range(20) if i != 7), "last"]
     predict.shadow.close()
+
+
+def test_a_hung_comparator_holds_up_only_its_own_results() -> None:
+    """A worker stuck in the comparator counts as stuck: the lane adds a worker, and the
+    calls after it are compared and delivered while it hangs."""
+    comparing, release = threading.Event(), threading.Event()
+
+    def compare(live: object, candidate: object) -> bool:
+        if live == "hang":
+            comparing.set()
+            release.wait(30)
+        return live == candidate
+
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: x, compare=compare, sinks=[memory], max_concurrency=4)
+    def predict(x: object) -> object:
+        return x
+
+    try:
+        predict("hang")
+        assert comparing.wait(10)
+        for i in range(20):
+            predict(i)
+        results = memory.wait(20, timeout=10)
+        assert sorted(r.live.value for r in results) == list(range(20))
+    finally:
+        release.set()
+    assert predict.shadow.flush(10)
+    assert predict.shadow.stats().emitted == 21
+    predict.shadow.close()
+
+
+def test_close_never_compares_held_results_on_its_own_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The results a hung worker holds are compared on shadowdeco's threads, not on the
+    thread that calls close() (a slow comparator would hold close() past its timeout)."""
+    from shadowdeco import _runner
+
+    monkeypatch.setattr(_runner, "STUCK", 3600.0)  # the timer leaves them to close()
+    threads: set[threading.Thread] = set()
+
+    def compare(live: object, candidate: object) -> bool:
+        threads.add(threading.current_thread())
+        return live == candidate
+
+    memory = sinks.Memory()
+    predict, last, _ = _burst_then_hang(memory, 20, timeout=None, compare=compare)
+    try:
+        assert predict.shadow.stats().emitted == 0  # all held
+        predict.shadow.close(timeout=0.2)
+    finally:
+        last.set()
+    stats = predict.shadow.stats()
+    assert (stats.emitted, stats.dropped) == (21, {"shutdown": 1}), stats
+    assert threads
+    assert threading.current_thread() not in threads
