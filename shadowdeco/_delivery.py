@@ -62,6 +62,7 @@ class SinkWorker:
         self._pending = 0
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._stopping = False  # stop() queued the stop marker: nothing is queued after it
         self._stopped = False  # the thread took its stop marker
         self._on_stop: Callable[[], object] | None = None  # then runs on the thread, see stop()
 
@@ -81,7 +82,16 @@ class SinkWorker:
     ) -> int:
         """Queue results for the sink, up to its bound (one lock for all); how many of the
         last ones were not queued, the sink being too far behind."""
+        if self._thread is None and not self.ensure_started():
+            # At interpreter exit with no thread for this sink yet: deliver right here.
+            with self._lock:
+                self._pending += len(results)
+            for result in results:
+                self._deliver(exp, result, delivered)
+            return 0
         with self._lock:
+            if self._stopping:  # queued behind the stop marker, it would never be taken
+                return len(results)
             taken = min(len(results), max(0, max_pending - self._pending))
             self._pending += taken
             if taken < len(results) and not self._warned:
@@ -89,12 +99,7 @@ class SinkWorker:
                 log.warning(
                     "shadowdeco: sink %s is %d results behind; dropping", self.name, max_pending
                 )
-        if self._thread is None and not self.ensure_started():
-            # At interpreter exit with no thread for this sink yet: deliver right here.
-            for result in results[:taken]:
-                self._deliver(exp, result, delivered)
-        else:
-            put = self._queue.put
+            put = self._queue.put  # under the lock: never after the stop marker
             for result in results[:taken]:
                 put((exp, result, delivered))
         return len(results) - taken
@@ -179,7 +184,9 @@ class SinkWorker:
         out of the sink, so that closing can never hang the caller."""
         thread = self._thread
         if thread is not None:
-            self._queue.put(None)
+            with self._lock:
+                self._stopping = True
+                self._queue.put(None)
             if thread is not threading.current_thread():  # stopped from its own sink
                 thread.join(timeout)
             with self._lock:

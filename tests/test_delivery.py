@@ -439,3 +439,24 @@ def test_close_never_compares_held_results_on_its_own_thread(
     assert (stats.emitted, stats.dropped) == (21, {"shutdown": 1}), stats
     assert threads
     assert threading.current_thread() not in threads
+
+
+def test_a_result_offered_to_a_stopped_sink_worker_is_counted_not_lost() -> None:
+    """A result built while close() stops its sinks' workers (the emitter was past the
+    closed check) is refused by the stopped worker, and so counted as that sink's drop,
+    rather than queued behind the stop marker where no thread would ever take it."""
+    memory = sinks.Memory()
+
+    @shadow(candidate=lambda x: x, sinks=[memory])
+    def predict(x: object) -> object:
+        return x
+
+    predict(1)
+    assert predict.shadow.flush(10)
+    results = memory.results
+    worker = _delivery.worker_for(memory)
+    worker.stop(10)
+    assert worker.offer_many(predict.shadow, results * 3) == 3
+    assert not worker.offer(predict.shadow, results[0])
+    assert worker.wait_idle(1)  # nothing pending that no thread will take
+    predict.shadow.close()
