@@ -838,7 +838,7 @@ class Lane:
         elif not claimed:
             log.debug("shadowdeco: %s candidate ended after it was settled", exp.name)
         elif began:
-            self._watch_held(time.perf_counter())
+            self._watch_held()
         if held:
             emit_many(exp, held)
             with lock:
@@ -927,11 +927,11 @@ class Lane:
             self._record_locked(math.inf)
         self.exp._settle_drop(job, "internal_error")
 
-    def _watch_held(self, now: float) -> None:
-        """Have the timer look at this lane by ``now + STUCK``, in case the worker that
+    def _watch_held(self) -> None:
+        """Have the timer look at this lane within :data:`STUCK` from now, in case the worker that
         began holding results hangs in its next job (while results are held, each look
         schedules the next: see :meth:`check`)."""
-        if now + STUCK < timer.wake_at:
+        if time.perf_counter() + STUCK < timer.wake_at:
             timer.poke()
 
     def release_held(self) -> None:

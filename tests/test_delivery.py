@@ -247,9 +247,10 @@ def test_results_past_the_emitter_bound_are_dropped_as_backlog() -> None:
 
 def _burst_then_hang(
     memory: sinks.Memory, count: int, **options: Any
-) -> tuple[Any, threading.Event, threading.Event]:
-    """``count`` fast shadows queued behind a held one, then one that hangs: a single
-    worker runs them back to back (the queue never empties until the last)."""
+) -> tuple[Any, threading.Event]:
+    """``count`` fast shadows queued behind a held one, then one that hangs (until the
+    event returned is set): a single worker runs them back to back (the queue never
+    empties until the last)."""
     first, last = threading.Event(), threading.Event()
     hanging = threading.Event()
 
@@ -271,7 +272,7 @@ def _burst_then_hang(
     predict("last")
     first.set()
     assert hanging.wait(10)
-    return predict, last, hanging
+    return predict, last
 
 
 def test_results_before_a_hanging_candidate_reach_the_sinks() -> None:
@@ -279,7 +280,7 @@ def test_results_before_a_hanging_candidate_reach_the_sinks() -> None:
     (one hand-over for many); when that candidate hangs, the results it holds still reach
     the sinks, without a timeout, while the candidate hangs."""
     memory = sinks.Memory()
-    predict, last, _ = _burst_then_hang(memory, 50, timeout=None)
+    predict, last = _burst_then_hang(memory, 50, timeout=None)
     try:
         results = memory.wait(51, timeout=10)
         assert len(results) == 51
@@ -298,7 +299,7 @@ def test_results_before_a_hanging_candidate_reach_the_sinks() -> None:
 def test_close_settles_the_results_a_hung_worker_holds() -> None:
     """close() while the worker hangs: what it held is emitted, the hung one is shutdown."""
     memory = sinks.Memory()
-    predict, last, _ = _burst_then_hang(memory, 20, timeout=None)
+    predict, last = _burst_then_hang(memory, 20, timeout=None)
     try:
         predict.shadow.close(timeout=0.5)
         stats = predict.shadow.stats()
@@ -336,7 +337,7 @@ def test_a_bug_of_ours_around_one_result_drops_it_alone(
 
         monkeypatch.setattr(_runner, "run_in_thread", run_in_thread)
     memory = sinks.Memory()
-    predict, last, _ = _burst_then_hang(memory, 100, timeout=None)
+    predict, last = _burst_then_hang(memory, 100, timeout=None)
     last.set()
     assert predict.shadow.flush(10)
     stats = predict.shadow.stats()
@@ -429,7 +430,7 @@ def test_close_never_compares_held_results_on_its_own_thread(
         return live == candidate
 
     memory = sinks.Memory()
-    predict, last, _ = _burst_then_hang(memory, 20, timeout=None, compare=compare)
+    predict, last = _burst_then_hang(memory, 20, timeout=None, compare=compare)
     try:
         assert predict.shadow.stats().emitted == 0  # all held
         predict.shadow.close(timeout=0.2)
