@@ -56,6 +56,8 @@ __all__ = ["PoolClosed", "ProcessPool"]
 T = TypeVar("T")
 #: One call for :meth:`ProcessPool.call_each`: ``(fn, args, kwargs)``.
 Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+#: Told of each answer of a batch as it comes back: ``(index of the call, answer)``.
+Arrived = Callable[[int, tuple[str, Any]], None]
 
 
 # A worker's answers travel back as length-prefixed frames written straight to the socket, so
@@ -84,6 +86,7 @@ def _serve(conn: multiprocessing.connection.Connection, nice: int) -> None:
 
 
 def _serve_batches(conn: multiprocessing.connection.Connection) -> None:
+    outbox = _Outbox(conn)
     while True:
         try:
             data = conn.recv_bytes()
@@ -92,22 +95,73 @@ def _serve_batches(conn: multiprocessing.connection.Connection) -> None:
         try:
             calls = pickle.loads(data)  # noqa: S301 - our own parent wrote it
         except BaseException as exc:  # noqa: BLE001 - e.g. the candidate's module is missing here
-            _write(conn, [_answer(("failed", exc))])  # one answer for the whole batch
+            outbox.add(_answer(("failed", exc)))  # one answer for the whole batch
+            outbox.send()
             continue
-        answers: list[bytes] = []
-        written = time.monotonic()
+        outbox.begin()
         for fn, args, kwargs in calls:
             try:
                 outcome: tuple[str, Any] = ("returned", fn(*args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - sent back to the caller
                 outcome = ("raised", exc)
-            answers.append(_answer(outcome))
+            outbox.add(_answer(outcome))
             del outcome
-            if time.monotonic() - written >= _WRITE_EVERY:
-                _write(conn, answers)
-                answers.clear()
-                written = time.monotonic()
-        _write(conn, answers)
+        outbox.send()
+
+
+class _Outbox:
+    """A worker's answers not yet written: written together at the batch's end, or once
+    :data:`_WRITE_EVERY` passed since the last write, by the serving thread after a call or,
+    while a call runs on (it may hang until the parent kills the process), by a thread of
+    its own: the answers before a hung call reach the parent before its deadline."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self.conn = conn
+        self.answers: list[bytes] = []
+        self.written = time.monotonic()
+        self.ready = threading.Condition(threading.Lock())
+        self.late: threading.Thread | None = None
+
+    def begin(self) -> None:
+        """A batch begins: the first write is due :data:`_WRITE_EVERY` from now."""
+        with self.ready:
+            self.written = time.monotonic()
+
+    def add(self, answer: bytes) -> None:
+        with self.ready:
+            self.answers.append(answer)
+            if time.monotonic() - self.written >= _WRITE_EVERY:
+                self._send_locked()
+            elif len(self.answers) == 1:
+                if self.late is None:
+                    self.late = threading.Thread(target=self._send_late, daemon=True)
+                    self.late.start()
+                self.ready.notify()
+
+    def send(self) -> None:
+        with self.ready:
+            self._send_locked()
+
+    def _send_locked(self) -> None:
+        _write(self.conn, self.answers)
+        self.answers = []
+        self.written = time.monotonic()
+
+    def _send_late(self) -> None:
+        """Write answers that have waited :data:`_WRITE_EVERY` while the next call runs."""
+        with self.ready:
+            while True:
+                if not self.answers:
+                    self.ready.wait()
+                    continue
+                due = self.written + _WRITE_EVERY - time.monotonic()
+                if due > 0:
+                    self.ready.wait(due)
+                    continue
+                try:
+                    self._send_locked()
+                except OSError:  # the parent closed the pipe: the serving thread ends too
+                    return
 
 
 def _answer(outcome: tuple[str, Any]) -> bytes:
@@ -165,9 +219,12 @@ class _Worker:
         with contextlib.suppress(EOFError, OSError):
             self._receive(bytearray())
 
-    def call_each(self, data: bytes, count: int) -> list[tuple[str, Any]]:
+    def call_each(
+        self, data: bytes, count: int, arrived: Arrived | None = None
+    ) -> list[tuple[str, Any]]:
         """Send a batch of ``count`` calls; their answers, in order (waiting with the GIL
-        released).  Raises :class:`_Died` if the process ends first."""
+        released), each passed to ``arrived`` as it comes.  Raises :class:`_Died` if the
+        process ends first."""
         try:
             self.conn.send_bytes(data)
         except OSError as exc:  # it died while idle (an OOM kill): the batch never reached it
@@ -183,6 +240,8 @@ class _Worker:
                         answer = ("raised", exc)
                     if answer[0] == "failed":  # the batch did not unpickle in the worker
                         return [("raised", answer[1])] * count
+                    if arrived is not None:
+                        arrived(len(answers), answer)
                     answers.append(answer)
         except (EOFError, OSError) as exc:
             raise _Died(answers) from exc
@@ -312,29 +371,38 @@ class ProcessPool(Executor):
         result: T = value
         return result
 
-    def call_each(self, calls: Sequence[Call]) -> list[tuple[str, Any]]:
+    def call_each(
+        self, calls: Sequence[Call], *, arrived: Arrived | None = None
+    ) -> list[tuple[str, Any]]:
         """Run several calls in one worker process, one after another, sent in one message
         (blocking, the GIL released while it waits).
 
         One answer per call, in order: ``("returned", value)`` or ``("raised", exception)``,
         so a call that fails does not fail the others.  The worker writes its answers
-        together, at the end or every :data:`_WRITE_EVERY` seconds; if it dies, the calls
-        whose answers had not come back get ``BrokenProcessPool`` (the one that killed it, and
-        those of its last moments or not begun), and a fresh worker takes its place.  A worker
+        together, at the end or once :data:`_WRITE_EVERY` seconds passed (also while a later
+        call runs on); if it dies, the calls whose answers had not come back get
+        ``BrokenProcessPool`` (the one that killed it, and those of its last moments or not
+        begun), and a fresh worker takes its place.  A worker
         found dead when the calls are sent (nothing ran) is replaced and the calls sent once
         more.  Raises what pickling the calls raises (then nothing ran), and
         :class:`PoolClosed` (a ``RuntimeError``) after :meth:`shutdown`.  On a thread that
         holds a lease (a shadowdeco lane, for a batch), the calls run on its worker.
-        """
-        return self._call_each(calls, admitted=False)
 
-    def _call_each(self, calls: Sequence[Call], *, admitted: bool) -> list[tuple[str, Any]]:
+        ``arrived(index, answer)``, if given, is told of each answer as it comes back, on this
+        thread, while later calls of the batch may still run (answers given before a worker
+        died included; an exception out of it ends the batch and loses the worker).
+        """
+        return self._call_each(calls, admitted=False, arrived=arrived)
+
+    def _call_each(
+        self, calls: Sequence[Call], *, admitted: bool, arrived: Arrived | None = None
+    ) -> list[tuple[str, Any]]:
         data = pickle.dumps(list(calls))  # once per batch, in the caller
         lease: _Lease | None = getattr(self._local, "lease", None)
         if lease is not None:
-            return self._run(lease, data, len(calls))
+            return self._run(lease, data, len(calls), arrived)
         with self._lease(admitted=admitted) as lease:
-            return self._run(lease, data, len(calls))
+            return self._run(lease, data, len(calls), arrived)
 
     @contextlib.contextmanager
     def _lease(self, *, admitted: bool = False) -> Iterator[_Lease]:
@@ -364,7 +432,9 @@ class ProcessPool(Executor):
             self._local.lease = None
             self._release(lease)
 
-    def _run(self, lease: _Lease, data: bytes, count: int) -> list[tuple[str, Any]]:
+    def _run(
+        self, lease: _Lease, data: bytes, count: int, arrived: Arrived | None
+    ) -> list[tuple[str, Any]]:
         retried = False
         while True:
             with lease.lock:
@@ -378,7 +448,7 @@ class ProcessPool(Executor):
                     if lease.killed:  # killed while it was taken: kill what it got
                         self._kill(worker)
             try:
-                answers = worker.call_each(data, count)
+                answers = worker.call_each(data, count, arrived)
             except _Died as died:
                 self._lose(lease, worker, died=True)
                 if died.sent or retried:

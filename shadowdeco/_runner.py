@@ -517,7 +517,9 @@ def _run_in_executor(
     return observation(outcome)
 
 
-def run_in_pool(jobs: list[Job], pool: ProcessPool) -> list[Observation | None]:
+def run_in_pool(
+    jobs: list[Job], pool: ProcessPool, arrived: Callable[[int], object] | None = None
+) -> list[Observation | None]:
     """Run several jobs' candidates in one message to a worker process.
 
     A live thread that runs Python back to back hands the GIL to the lane's thread only when
@@ -527,6 +529,10 @@ def run_in_pool(jobs: list[Job], pool: ProcessPool) -> list[Observation | None]:
     takes a few turns for all the jobs that waited.  Each job is prepared in its own context
     copy, as :func:`run_in_thread` does; a job the live call's span traces runs alone (its
     span covers its own run).  None for a job that could not run (the pool is shut down).
+
+    ``arrived(i)`` is told when ``jobs[i]``'s answer came back and its observation is in the
+    list, while later jobs of the batch may still run (the lane claims it then: a later one
+    that hangs does not make it a timeout).
     """
     observations: list[Observation | None] = [None] * len(jobs)
     calls: list[Call] = []
@@ -544,18 +550,31 @@ def run_in_pool(jobs: list[Job], pool: ProcessPool) -> list[Observation | None]:
             batched.append((i, start))
     if not calls:
         return observations
-    try:
-        answers = pool.call_each(calls)
-    except BaseException:  # noqa: BLE001 - a call would not pickle: one by one, so only it fails
-        answers = [_one_call(pool, call) for call in calls]
-    if len(answers) != len(calls):  # never from call_each; the lane's thread must not die of it
-        lost = BrokenProcessPool("no answer came back for this call")
-        answers = [*answers[: len(calls)], *[("raised", lost)] * (len(calls) - len(answers))]
-    for (i, start), (kind, value) in zip(batched, answers, strict=True):
+    answered = [False] * len(calls)
+
+    def answer(k: int, outcome: tuple[str, Any]) -> None:
+        i, start = batched[k]
+        kind, value = outcome
         if kind == "returned":
             observations[i] = observation(value)
         elif not isinstance(value, PoolClosed):  # closed: the sample cannot run any more
             observations[i] = raised(value, start)
+        answered[k] = True
+        if arrived is not None and observations[i] is not None:
+            arrived(i)
+
+    answers: list[tuple[str, Any] | None]
+    try:
+        answers = list(pool.call_each(calls, arrived=answer))
+    except BaseException:  # noqa: BLE001 - a call would not pickle: one by one, so only it fails
+        pairs = zip(answered, calls, strict=True)
+        answers = [None if done else _one_call(pool, call) for done, call in pairs]
+    if len(answers) != len(calls):  # never from call_each; the lane's thread must not die of it
+        lost = BrokenProcessPool("no answer came back for this call")
+        answers = [*answers[: len(calls)], *[("raised", lost)] * (len(calls) - len(answers))]
+    for k, outcome in enumerate(answers):
+        if outcome is not None and not answered[k]:  # failed all at once, or with its worker
+            answer(k, outcome)
     return observations
 
 
@@ -869,6 +888,11 @@ class Lane:
                 self.running.add(job)
         del taken
         observations: list[Observation | None] = []
+        claimed = [False] * len(jobs)  # answered in time: no timeout can settle it now
+
+        def arrived(i: int) -> None:
+            claimed[i] = exp._claim(jobs[i], HANDED)
+
         killed = False
         try:
             if jobs:
@@ -884,19 +908,18 @@ class Lane:
                         for job in jobs:
                             job.queue_s = (now - job.t1) / 1e9
                         self._poke_if_due(started)
-                        observations = run_in_pool(jobs, pool)
+                        observations = run_in_pool(jobs, pool, arrived)
                     killed = lease.killed
                 except PoolClosed:  # the pool was shut down: the samples cannot run any more
                     observations = [None] * len(jobs)
-            timeout = exp.timeout
-            for job, obs in zip(jobs, observations, strict=True):
-                if obs is None:
-                    exp._settle_drop(job, "shutdown")
-                elif killed:  # at the batch's deadline, which all its jobs share
-                    exp._settle_timeout(job, timeout)
-                else:
-                    exp._deliver(job, obs, here=True)
+            ready = self._settle_batch(jobs, observations, claimed, killed)
+            claimed = [False] * len(jobs)
+            if ready:
+                emit_many(exp, ready)
         finally:
+            for i, handed in enumerate(claimed):  # a bug of ours before they were built
+                if handed:
+                    exp._drop_handed(jobs[i], "internal_error")
             with exp._lock:
                 for i, job in enumerate(jobs):
                     self.running.discard(job)
@@ -910,6 +933,31 @@ class Lane:
                 else:
                     stopping = self._retire_locked()
         return stopping
+
+    def _settle_batch(
+        self,
+        jobs: list[Job],
+        observations: list[Observation | None],
+        claimed: list[bool],
+        killed: bool,
+    ) -> list[tuple[Job, Observation]]:
+        """Settle a batch's jobs that were not claimed as their answers came: those that
+        could not run, and (``killed``) the timeouts; the jobs to build results of."""
+        exp = self.exp
+        timeout = exp.timeout
+        ready: list[tuple[Job, Observation]] = []
+        for job, obs, handed in zip(jobs, observations, claimed, strict=True):
+            if handed:
+                ready.append((job, cast("Observation", obs)))
+            elif obs is None:
+                exp._settle_drop(job, "shutdown")
+            elif killed:  # at the batch's deadline, which its jobs not answered share
+                exp._settle_timeout(job, timeout)
+            elif exp._claim(job, HANDED):
+                ready.append((job, obs))
+            else:
+                log.debug("shadowdeco: %s candidate ended after it was settled", exp.name)
+        return ready
 
     def _poke_if_due(self, started: float) -> None:
         """Wake the timer when jobs begun at ``started`` are due before its next look (it

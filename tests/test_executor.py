@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.spawn
 import operator
@@ -256,6 +257,34 @@ def test_a_long_batch_writes_its_answers_as_it_goes() -> None:
     assert isinstance(answers[2][1], BrokenProcessPool)
 
 
+def test_answers_come_back_while_a_later_call_of_the_batch_runs_on(tmp_path: Any) -> None:
+    """The answers before a call that runs on (it may hang until killed) are written within
+    50 ms, by the worker's own thread, and ``arrived`` is told of each as it comes."""
+    pool = shadowdeco.ProcessPool(1)
+    told: list[tuple[int, Any]] = []
+    first = threading.Event()
+
+    def arrived(index: int, answer: Any) -> None:
+        told.append((index, answer))
+        first.set()
+
+    caller = threading.Thread(
+        target=pool.call_each,
+        args=([(abs, (-1,), {}), (_gate, (str(tmp_path),), {})],),
+        kwargs={"arrived": arrived},
+    )
+    try:
+        caller.start()
+        _wait_for_file(str(tmp_path / "entered"))
+        assert first.wait(30), "the first answer waited for the call after it"
+        assert told == [(0, ("returned", 1))]
+    finally:
+        (tmp_path / "release").touch()
+        caller.join(60)
+        pool.shutdown()
+    assert told == [(0, ("returned", 1)), (1, ("returned", "released"))]
+
+
 def _queued_into_one_batch(
     call_each: Callable[[Callable[[Any], Any], Any], Any], n: int
 ) -> tuple[Any, sinks.Memory]:
@@ -266,7 +295,9 @@ def _queued_into_one_batch(
     pool = shadowdeco.ProcessPool(1)
     slots = pool._slots = _Slots(1)
     real = pool.call_each
-    pool.call_each = lambda calls: call_each(real, calls)  # type: ignore[method-assign]
+    pool.call_each = lambda calls, **options: call_each(  # type: ignore[method-assign]
+        functools.partial(real, **options), calls
+    )
     try:
         # One worker thread: a second one (for a "stuck" first) would take half the queue.
         @shadow(
@@ -486,8 +517,8 @@ def test_a_short_answer_list_does_not_end_the_lane() -> None:
     process once shared its workers' pipes) fails the unanswered calls: the lane's thread
     lives on and every sample is accounted for."""
 
-    def short(real: Callable[[Any], Any], calls: Any) -> Any:
-        return real(calls)[:-1]
+    def short(real: Any, calls: Any) -> Any:
+        return real.func(calls)[:-1]  # not told as they come: only in the short list
 
     predict, memory = _queued_into_one_batch(short, 4)
     stats = predict.shadow.stats()
@@ -699,4 +730,42 @@ def test_a_worker_that_cannot_be_started_is_a_candidate_error(
     assert [r.candidate.status for r in memory.results] == ["error", "ok"]
     assert memory.results[0].candidate.error is not None
     assert "Resource temporarily unavailable" in memory.results[0].candidate.error[1]
+    assert_adds_up(predict.shadow.stats())
+
+
+def _hang_at_two(x: int) -> int:
+    """A candidate (in a worker process) that hangs on 2 and negates anything else."""
+    if x == 2:
+        time.sleep(3600)
+    return -x
+
+
+def test_a_hang_in_a_batch_makes_timeouts_only_of_the_calls_it_held_up() -> None:
+    """Batch-mates answered before a call hangs are results, not timeouts: the worker writes
+    their answers while the hung call runs, and the lane claims each as it comes.  The hung
+    call and those queued behind it in the batch are timeouts; the worker is killed."""
+    memory = sinks.Memory()
+    pool = shadowdeco.ProcessPool(1)
+    slots = pool._slots = _Slots(1)
+    try:
+
+        @shadow(candidate=_hang_at_two, executor=pool, sinks=[memory], timeout=3, max_concurrency=1)
+        def predict(x: int) -> int:
+            return -x
+
+        pool.call(abs, -1)  # a worker started: the batch runs, rather than starts, late
+        slots.acquire()  # the worker is busy: the calls below queue into one batch
+        try:
+            assert predict(0) == 0
+            assert slots.waiting.wait(10)
+            for i in range(1, 5):
+                assert predict(i) == -i
+        finally:
+            slots.release()
+        assert predict.shadow.flush(60)
+        assert pool.restarts == 1
+    finally:
+        pool.shutdown()
+    by_input = sorted((-r.live.value, r.candidate.status) for r in memory.results)
+    assert by_input == [(0, "ok"), (1, "ok"), (2, "timeout"), (3, "timeout"), (4, "timeout")]
     assert_adds_up(predict.shadow.stats())
