@@ -308,18 +308,25 @@ def _text(body: bytes) -> str:
 
 
 class BodyCollector:
-    """Collects a response body as it streams: full digest, bytes up to ``cap``."""
+    """Collects a response body as it streams: full digest, bytes up to ``cap``.
 
-    __slots__ = ("_digest", "cap", "chunks", "kept", "length")
+    The response to a HEAD request (``head``) has no body, whatever the app produced: the
+    server drops it, and the client gets none (nor from a URL candidate).
+    """
 
-    def __init__(self, cap: int) -> None:
+    __slots__ = ("_digest", "cap", "chunks", "head", "kept", "length")
+
+    def __init__(self, cap: int, *, head: bool = False) -> None:
         self.cap = cap
+        self.head = head
         self.chunks: list[bytes] = []
         self.kept = 0
         self.length = 0
         self._digest = hashlib.sha256()
 
     def add(self, chunk: bytes) -> None:
+        if self.head:
+            return
         self.length += len(chunk)
         self._digest.update(chunk)
         if self.kept < self.cap:
@@ -444,7 +451,8 @@ class LiveResponse:
         self._loop = loop
         self.status: int | str = 0  # a WSGI status line is parsed in finish()
         self.headers: list[tuple[Any, Any]] = []  # str pairs, or an ASGI app's bytes
-        self.body = BodyCollector(settings.max_response_body)
+        head = job.args[0].method == "HEAD"  # the mirrored Request is the one argument
+        self.body = BodyCollector(settings.max_response_body, head=head)
         self._finished = False
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -752,6 +760,10 @@ def _stale(conn: http.client.HTTPConnection) -> bool:
     if sock is None:
         return False
     try:
+        if hasattr(select, "poll"):  # select() cannot take descriptors past 1023
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return True

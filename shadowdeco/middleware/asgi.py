@@ -129,7 +129,11 @@ class ShadowASGIMiddleware(Mirror):
         if not self._sampled(lambda: _request(scope, b"", self.settings)):
             await self.app(scope, receive, send)
             return
-        body, replay = await _read_body(scope, receive, self.settings.max_body)
+        try:
+            body, replay = await _read_body(scope, receive, self.settings.max_body)
+        except BaseException:  # cancelled (the server gave up on the request): counted
+            exp._drop_sampled("incomplete_body")
+            raise
         if isinstance(body, str):  # not mirrored; the live app gets the very same messages
             exp._drop_sampled(body)
             await self.app(scope, replay, send)
@@ -380,7 +384,7 @@ class ASGICandidate:
             return {"type": "http.disconnect"}
 
         state: dict[str, Any] = {"status": 0, "headers": []}
-        collector = BodyCollector(self._settings.max_response_body)
+        collector = BodyCollector(self._settings.max_response_body, head=request.method == "HEAD")
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -396,6 +400,11 @@ class ASGICandidate:
 
         try:
             await self.app(scope, receive, send)
+        except Exception:
+            # As for live: an error after the last body message is no part of the response
+            # the client got.
+            if not done.is_set():
+                raise
         finally:
             done.set()
         return collector.response(state["status"], state["headers"], self._settings)

@@ -19,6 +19,7 @@ runs on shadowdeco's workers after the response, never delaying it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import urllib.parse
@@ -122,7 +123,11 @@ class ShadowWSGIMiddleware(Mirror):
             return self.app(environ, start_response)
         if not self._sampled(lambda: _request(environ, method, b"", self.settings)):
             return self.app(environ, start_response)
-        body = _read_body(environ, self.settings.max_body)
+        try:
+            body = _read_body(environ, self.settings.max_body)
+        except BaseException:  # a timeout or an interrupt aimed at this request: counted
+            exp._drop_sampled("incomplete_body")
+            raise
         if isinstance(body, str):  # not mirrored; live gets the very same bytes
             exp._drop_sampled(body)
             return self.app(environ, start_response)
@@ -135,7 +140,7 @@ class ShadowWSGIMiddleware(Mirror):
         except BaseException as exc:
             response.finish(exc)
             raise
-        if type(app_iter) in (list, tuple):
+        if isinstance(app_iter, (list, tuple)):
             # A complete body already: hand it back as it is, so the server can still
             # compute Content-Length from len() (wsgiref, Django's runserver).
             try:
@@ -145,6 +150,8 @@ class ShadowWSGIMiddleware(Mirror):
                 response.finish(exc)
             response.finish(None)
             return app_iter
+        if hasattr(type(app_iter), "__len__"):  # the server may look at len() too
+            return _SizedClosingIterator(app_iter, response)
         return _ClosingIterator(app_iter, response)
 
 
@@ -159,7 +166,11 @@ def _request(environ: Environ, method: str, body: bytes, settings: Settings) -> 
         headers.append(("content-length", environ["CONTENT_LENGTH"]))
     # PATH_INFO is bytes decoded as latin-1 (PEP 3333): quote it back into a URL path.
     root = environ.get("SCRIPT_NAME", "")
-    raw = (root + environ.get("PATH_INFO", "")).encode("latin-1")
+    path = root + environ.get("PATH_INFO", "")
+    try:
+        raw = path.encode("latin-1")
+    except UnicodeEncodeError:  # not as PEP 3333 says (a lenient server): as UTF-8 then
+        raw = path.encode("utf-8", "surrogateescape")
     return Request(
         method,
         urllib.parse.quote(raw, safe="/:@!$&'()*+,;=-._~"),
@@ -259,8 +270,14 @@ class _Response(LiveResponse):
         super().__init__(exp, job, settings)
         self._start_response = start_response
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-        write = self._start_response(status, headers, *exc_info)  # the server's checks first
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
+        # The server's checks first (and its re-raise of exc_info once headers were sent).
+        if exc_info is None:
+            write = self._start_response(status, headers)
+        else:
+            write = self._start_response(status, headers, exc_info)
         self.status = status  # parsed when the response is complete (finish)
         self.note(lambda: setattr(self, "headers", list(headers)))
 
@@ -311,6 +328,13 @@ class _ClosingIterator:
             self._response.abandon("incomplete_response")
 
 
+class _SizedClosingIterator(_ClosingIterator):
+    """:class:`_ClosingIterator` for an iterable with a length, which it keeps."""
+
+    def __len__(self) -> int:
+        return len(self._app_iter)  # type: ignore[arg-type]
+
+
 class WSGICandidate:
     """Runs a WSGI app on the mirrored request, in shadowdeco's worker thread."""
 
@@ -321,21 +345,28 @@ class WSGICandidate:
     def __call__(self, request: Request) -> HttpResponse:
         environ = _environ(request)
         state: dict[str, Any] = {}
+        collector = BodyCollector(self._settings.max_response_body, head=request.method == "HEAD")
 
-        def start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            if exc_info is not None and collector.length:  # headers sent: as servers do
+                raise exc_info[1].with_traceback(exc_info[2])
             state["status"] = int(status.split(" ", 1)[0])
             state["headers"] = list(headers)
             return collector.add
 
-        collector = BodyCollector(self._settings.max_response_body)
         app_iter = self.app(environ, start_response)
         try:
             for chunk in app_iter:
                 collector.add(chunk)
         finally:
+            # As for live: what close() raises after the body is the server's to log, not
+            # part of the response the client got.
             close = getattr(app_iter, "close", None)
             if close is not None:
-                close()
+                with contextlib.suppress(Exception):
+                    close()
         return collector.response(state.get("status", 0), state.get("headers", []), self._settings)
 
     def __repr__(self) -> str:
