@@ -34,13 +34,22 @@ max_pending = 10_000
 BATCH = 256
 
 
+def sink_attribute(sink: object, name: str) -> Any:
+    """``getattr(sink, name, None)``, and None when looking it up raises something else than
+    AttributeError (a delegating ``__getattr__``): a sink's quirk never reaches a caller."""
+    try:
+        return getattr(sink, name, None)
+    except Exception:  # noqa: BLE001 - the sink's own code, on a caller's thread
+        return None
+
+
 def sink_name(sink: object) -> str:
     """A short, stable name for a sink in stats and logs: a function's qualified name, or
     the class name with the sink's ``path`` when it has one (``JsonLines(/var/x.jsonl)``)."""
-    name = getattr(sink, "__qualname__", None)
+    name = sink_attribute(sink, "__qualname__")
     if isinstance(name, str):
         return name
-    path = getattr(sink, "path", None)
+    path = sink_attribute(sink, "path")
     kind = type(sink).__qualname__
     return f"{kind}({path})" if isinstance(path, str) else kind
 
@@ -65,6 +74,7 @@ class SinkWorker:
         self._stopping = False  # stop() queued the stop marker: nothing is queued after it
         self._stopped = False  # the thread took its stop marker
         self._on_stop: Callable[[], object] | None = None  # then runs on the thread, see stop()
+        self._flushing: threading.Thread | None = None  # the sink's flush running, see flush()
 
     def offer(
         self, exp: Experiment, result: ShadowResult, delivered: Callable[[], object] | None = None
@@ -178,22 +188,51 @@ class SinkWorker:
             return bool(self._idle.wait_for(lambda: self._pending <= own, timeout))
 
     def stop(self, timeout: float | None, then: Callable[[], object] | None = None) -> None:
-        """End the thread after what is queued (joined up to ``timeout``), then run ``then``
-        (the sink's close): here, once the sink is idle or the thread has ended; otherwise
-        (a sink still busy, or hanging, at the deadline) on the thread itself when it gets
-        out of the sink, so that closing can never hang the caller."""
+        """End the thread after what is queued, then run ``then`` (the sink's close) on the
+        thread itself, joined up to ``timeout``: closing can never hang the caller, neither
+        behind a hanging sink nor in a close that waits (a writer stuck in ``os.write``).
+        Without a thread of its own (never used), or stopped from its own sink, ``then``
+        runs here."""
         thread = self._thread
         if thread is not None:
+            here = thread is threading.current_thread()  # stopped from its own sink
             with self._lock:
+                if not here and not self._stopped:
+                    self._on_stop, then = then, None
                 self._stopping = True
                 self._queue.put(None)
-            if thread is not threading.current_thread():  # stopped from its own sink
+            if not here:
                 thread.join(timeout)
-            with self._lock:
-                if self._pending and not self._stopped:
-                    self._on_stop, then = then, None
         if then is not None:
             then()
+
+    def start_flush(
+        self, flush: Callable[[float | None], Any], timeout: float | None, experiment: str
+    ) -> Callable[[float | None], Any]:
+        """Start ``flush(timeout)`` of the sink on a thread of its own; what waits for its
+        outcome, up to a timeout: a sink's flush that ignores its timeout cannot hang the
+        caller, and the sinks of an experiment flush side by side.  The outcome is what the
+        flush returned, FAILED if it raised (logged), or False past the wait's timeout, and
+        at once while an earlier flush of the sink still runs."""
+        with self._lock:
+            if self._flushing is not None and self._flushing.is_alive():
+                return lambda _timeout: False
+        outcome: list[Any] = []
+        thread = start_daemon(
+            lambda: outcome.append(guard("sink flush", experiment, flush, timeout)),
+            f"shadowdeco-flush-{self.name}",
+        )
+        if thread is None:  # at interpreter exit (no new threads): here, then
+            done = guard("sink flush", experiment, flush, timeout)
+            return lambda _timeout: done
+        with self._lock:
+            self._flushing = thread
+
+        def wait(timeout: float | None) -> Any:
+            thread.join(timeout)
+            return outcome[0] if outcome else False
+
+        return wait
 
     def _stop_here(self) -> None:
         with self._lock:

@@ -49,7 +49,7 @@ from typing import Any, Final
 from . import _delivery, _result
 from . import compare as _compare
 from . import sampling as _sampling
-from ._delivery import stop_worker, stop_workers, worker_for
+from ._delivery import sink_attribute, stop_worker, stop_workers, worker_for
 from ._result import Observation, ShadowResult, error_of, observation_of, result_of, to_jsonable
 from ._runner import (
     DONE,
@@ -1023,18 +1023,21 @@ class Experiment:
         return await loop.run_in_executor(None, self.flush, timeout)
 
     def _flush_sinks(self, sinks: Iterable[Any], timeout: float | None) -> bool:
+        """Flush the sinks side by side, each on a thread of its own, up to ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        waits = []
+        for sink in sinks:
+            flush_sink = sink_attribute(sink, "flush")
+            if callable(flush_sink):
+                waits.append(worker_for(sink).start_flush(flush_sink, timeout, self.name))
         failed = 0
         unfinished = False
-        for sink in sinks:
-            flush_sink = getattr(sink, "flush", None)
-            if callable(flush_sink):
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                outcome = guard("sink flush", self.name, flush_sink, remaining)
-                if outcome is FAILED:
-                    failed += 1
-                elif outcome is False:  # the sink says it could not flush in time
-                    unfinished = True
+        for wait in waits:
+            outcome = wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if outcome is FAILED:
+                failed += 1
+            elif outcome is False:  # the sink says it could not flush in time
+                unfinished = True
         if failed:
             with self._lock:
                 self._sink_errors += failed
@@ -1267,7 +1270,7 @@ def _close_unused_sinks(
         if id(sink) in in_use:
             continue
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        close_sink = getattr(sink, "close", None)
+        close_sink = sink_attribute(sink, "close")
         if callable(close_sink):
             stop_worker(
                 sink, remaining, functools.partial(guard, "sink close", "close", close_sink)

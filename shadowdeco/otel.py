@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any, Final
@@ -178,14 +179,25 @@ class OpenTelemetry:
             return True
         tracer_provider = self._tracer_provider or trace.get_tracer_provider()
         meter_provider = self._meter_provider or metrics.get_meter_provider()
+        deadline = None if timeout is None else time.monotonic() + timeout
         ok = True
         for provider in (tracer_provider, meter_provider):
             force_flush = getattr(provider, "force_flush", None)
-            if callable(force_flush):
-                flushed = (
-                    force_flush() if timeout is None else force_flush(max(0, int(timeout * 1000)))
-                )
-                ok = flushed is not False and ok
+            if not callable(force_flush):
+                continue
+            if deadline is None:
+                flushed = force_flush()
+            else:  # both providers within the one timeout, in whole milliseconds (rounded up)
+                left = max(0.0, deadline - time.monotonic())
+                try:
+                    flushed = force_flush(math.ceil(left * 1000))
+                except Exception:
+                    # The SDK's MeterProvider raises when its time runs out, where the
+                    # TracerProvider returns False: out of time is not a failure.
+                    if time.monotonic() < deadline:
+                        raise
+                    flushed = False
+            ok = flushed is not False and ok
         return ok
 
     def close(self) -> None:

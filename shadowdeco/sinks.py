@@ -247,7 +247,6 @@ class JsonLines:
         self._unreported: OSError | None = None
         self._rotate_at = 0.0  # no rotation before (monotonic): the last one failed
         self._rotate_failing = False  # inside a burst of failed rotations, logged already
-        self._next_check = 0.0  # monotonic time of the next moved-or-deleted check
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
 
@@ -258,7 +257,6 @@ class JsonLines:
             raise OSError(
                 exc.errno, f"JsonLines cannot open {self.path!r}: {exc.strerror}"
             ) from exc
-        self._next_check = time.monotonic() + self.flush_interval
         self._closed = False
         _open_sinks.add(self)
 
@@ -298,29 +296,35 @@ class JsonLines:
         if self.max_bytes is not None:
             size = self._file_size + self._buf_bytes
             if size and size + len(line) > self.max_bytes and time.monotonic() >= self._rotate_at:
-                error = self._rotate()  # reported there; the line is kept, for the next file
+                error = self._rotate(len(line))  # reported there; the line is kept, for later
         self._buf.append(line)
         self._buf_bytes += len(line)
         if self._timer is None:
             self._start_timer()
         if self._buf_bytes >= _BUFFER_BYTES:
             try:
-                self._write_out(force_check=False)
+                self._write_out()
             except OSError as exc:
                 error = exc
                 self._report(exc)
         return error
 
-    def _rotate(self) -> OSError | None:
-        """Rotate; the error, reported, if it failed.  When renaming fails (a directory gone
-        read-only), the lines go on into the current file, past ``max_bytes`` rather than
-        lost, and rotation is tried again a ``flush_interval`` later, not before every line;
-        the first failure of a burst is logged."""
+    def _rotate(self, needed: int) -> OSError | None:
+        """Rotate, unless the file at ``path`` has room for ``needed`` more bytes once the
+        buffer is written (logrotate moved the full one away); the error, reported, if it
+        failed.  When renaming fails (a directory gone read-only), the lines go on into the
+        current file, past ``max_bytes`` rather than lost, and rotation is tried again a
+        ``flush_interval`` later, not before every line; the first failure of a burst is
+        logged."""
         try:
-            self._write_out(force_check=False)  # what is buffered belongs in the old file
+            self._write_out()  # what is buffered belongs in the old file (if still there)
+            if self._fd is None:  # moved away, and nothing was buffered: the one there now
+                self._open()
         except OSError as exc:
             self._report(exc)
             return exc
+        if self.max_bytes is None or self._file_size + needed <= self.max_bytes:
+            return None
         try:
             self._rotate_files()
         except OSError as exc:
@@ -355,7 +359,7 @@ class JsonLines:
             if self._closed:
                 return True
             try:
-                self._write_out(force_check=True)
+                self._write_out()
                 if self.fsync and self._fd is not None:
                     os.fsync(self._fd)
             except OSError as exc:
@@ -379,14 +383,15 @@ class JsonLines:
             _open_sinks.discard(self)
             try:
                 try:
-                    self._write_out(force_check=True)
-                    if self.fsync and self._fd is not None:
-                        os.fsync(self._fd)
+                    self._write_out()
                 finally:
                     self._close_fd()
             except OSError as exc:
                 self._report(exc)
                 raise
+            unreported, self._unreported = self._unreported, None
+            if unreported is not None:  # the file closed last could not be synced
+                raise unreported
 
     def __repr__(self) -> str:
         return f"JsonLines({self.path!r})"
@@ -424,12 +429,14 @@ class JsonLines:
 
     # -- the file (every method below runs with the lock held) ---------------------------------
 
-    def _write_out(self, *, force_check: bool) -> None:
-        """Write the buffer with ``os.write`` calls of whole lines.
+    def _write_out(self) -> None:
+        """Write the buffer with ``os.write`` calls of whole lines, into the file ``path``
+        names now (checked first: two system calls per buffer of up to 64 KiB).
 
         On failure the lines not written are dropped (counted in ``lines_lost``), so no
         partial line stays behind to be written later, and the error propagates.
         """
+        self._check_file()
         if not self._buf:
             return
         lines = len(self._buf)
@@ -437,7 +444,6 @@ class JsonLines:
         self._buf.clear()
         self._buf_bytes = 0
         try:
-            self._check_file(force=force_check)
             fd = self._fd if self._fd is not None else self._open()
         except OSError:
             self.lines_lost += lines
@@ -458,7 +464,6 @@ class JsonLines:
             self._file_size = before + kept
             if kept:
                 self._torn = data[kept - 1 : kept] != b"\n"
-            self._next_check = 0.0  # look at the file before the next write (a closed fd?)
             raise error
         self.lines_written += lines
         self._file_size = before + written
@@ -467,12 +472,9 @@ class JsonLines:
             self._failing = False
             _sink_log.info("shadowdeco: %r writes again (%d lines lost)", self, self.lines_lost)
 
-    def _check_file(self, *, force: bool) -> None:
-        """Let go of the open file if ``path`` no longer names it (moved, deleted: logrotate)."""
-        now = time.monotonic()
-        if not force and now < self._next_check:
-            return
-        self._next_check = now + self.flush_interval
+    def _check_file(self) -> None:
+        """Let go of the open file if ``path`` no longer names it (moved, deleted: logrotate),
+        or if our descriptor was closed under us."""
         fd = self._fd
         if fd is None:
             return
@@ -523,8 +525,19 @@ class JsonLines:
         return fd
 
     def _close_fd(self) -> None:
+        """Close the open file; with ``fsync``, synced first (rotated or moved away, its
+        last lines must be on the disk too): a failure is reported, and raised by the next
+        :meth:`flush`."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        try:
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            self._report(exc)
+            self._unreported = exc
+        finally:
             os.close(fd)
 
     def _report(self, exc: OSError) -> None:
@@ -557,8 +570,7 @@ class JsonLines:
             if self._closed or not self._buf:
                 return
             try:
-                # Once per interval anyway: the moved-or-deleted check is always due here.
-                self._write_out(force_check=True)
+                self._write_out()
             except OSError as exc:  # nobody to raise to: logged once per burst, lines counted,
                 self._report(exc)  # and a sink error at the next batch or flush()
                 self._unreported = exc

@@ -196,13 +196,17 @@ def test_shutdown_keeps_to_its_deadline_with_hanging_sinks(
 
 
 def test_a_sink_idle_at_the_close_is_closed_even_with_no_time_left(tmp_path: Any) -> None:
-    """close(0) still closes an idle sink (its thread had no time to take the stop marker,
-    but it holds nothing): the file is closed and its flush thread ends."""
+    """close(0) still closes an idle sink, on the sink's own thread (a close that waits, for
+    a writer stuck in os.write, cannot hang the caller): the file is closed and its flush
+    thread ends."""
     jsonl = sinks.JsonLines(tmp_path / "r.jsonl")
     predict = shadow(candidate=abs, name="closed-at-once", sinks=[jsonl])(abs)
     predict(-1)
     assert predict.shadow.flush(10)
+    thread = _delivery.worker_for(jsonl)._thread
+    assert thread is not None
     predict.shadow.close(0)
+    thread.join(10)
     assert jsonl._closed
 
 
