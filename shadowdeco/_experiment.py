@@ -1184,6 +1184,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.registry: dict[str, Experiment] = {}
+        self.retired_drops: dict[str, dict[Any, int]] = {}  # see retired_drops()
         self.default_sinks: tuple[Any, ...] | None = None
         self.logging_sink: tuple[Logging] | None = None
         # Three kill switches; any one of them stops every experiment.  Kept apart so that
@@ -1250,9 +1251,25 @@ def register(exp: Experiment) -> Experiment:
 
 
 def _unregister(exp: Experiment) -> None:
+    """Take a closed experiment off the registry, keeping its drops (by name) for the
+    metrics, which count on: see :func:`retired_drops`."""
+    stats = exp.stats()
     with _state.lock:
         if _state.registry.get(exp.name) is exp:
             del _state.registry[exp.name]
+            kept = _state.retired_drops.setdefault(exp.name, {})
+            for reason, count in stats.dropped.items():
+                kept[reason] = kept.get(reason, 0) + count
+            for sink, count in stats.sink_drops.items():
+                kept[("sink_backlog", sink)] = kept.get(("sink_backlog", sink), 0) + count
+
+
+def retired_drops() -> dict[str, dict[Any, int]]:
+    """The drops of the experiments closed so far, by name: by reason, and by
+    ``("sink_backlog", sink)`` for what a sink missed.  A cumulative metric goes on from
+    them when an experiment of the same name comes back."""
+    with _state.lock:
+        return {name: dict(drops) for name, drops in _state.retired_drops.items()}
 
 
 def _close_unused_sinks(

@@ -59,7 +59,7 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import AttributeValue
 
 from . import __version__
-from ._experiment import experiments, flush_before_exit_handlers
+from ._experiment import experiments, flush_before_exit_handlers, retired_drops
 from ._result import ShadowResult
 
 __all__ = ["OpenTelemetry"]
@@ -363,16 +363,22 @@ def _truncate(text: str) -> str:
 def _observe_dropped(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     observations: list[metrics.Observation] = []
     try:
+        # Closed experiments' drops stay counted (close() drops what it cannot finish).
+        totals = retired_drops()
         for exp in experiments():
-            name = exp.name
             stats = exp.stats()
-            for reason, count in sorted(stats.dropped.items()):
-                observations.append(
-                    metrics.Observation(count, {"experiment": name, "reason": reason})
-                )
+            counts = totals.setdefault(exp.name, {})
+            for reason, count in stats.dropped.items():
+                counts[reason] = counts.get(reason, 0) + count
             # Results a sink fell too far behind to receive: emitted, but lost to that sink.
-            for sink, count in sorted(stats.sink_drops.items()):
-                attributes = {"experiment": name, "reason": "sink_backlog", "sink": sink}
+            for sink, count in stats.sink_drops.items():
+                counts[("sink_backlog", sink)] = counts.get(("sink_backlog", sink), 0) + count
+        for name, counts in sorted(totals.items()):
+            for reason, count in sorted(counts.items(), key=str):
+                if isinstance(reason, tuple):
+                    attributes = {"experiment": name, "reason": reason[0], "sink": reason[1]}
+                else:
+                    attributes = {"experiment": name, "reason": reason}
                 observations.append(metrics.Observation(count, attributes))
     except Exception:  # a metric collection must never fail because of shadowdeco
         log.debug("shadowdeco: observing drops failed", exc_info=True)

@@ -384,3 +384,60 @@ def test_a_flush_out_of_time_is_not_a_sink_error() -> None:
         tracers.shutdown()
         meters.shutdown()
     assert errors == 0, f"a flush that ran out of time counted {errors} sink error(s)"
+
+
+# Before the fix: shadowdeco.dropped was read from the registry only, and close() counts the
+# calls it could not finish as dropped ("shutdown") as it unregisters the experiment: those
+# drops were never reported.
+
+
+def dropped_points(reader: InMemoryMetricReader, experiment: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "shadowdeco.dropped":
+                    continue
+                for point in metric.data.data_points:
+                    attrs = dict(point.attributes or {})
+                    if attrs.get("experiment") == experiment:
+                        found[str(attrs["reason"])] = point.value
+    return found
+
+
+def test_shutdown_drops_of_a_closed_experiment_are_reported() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging(x: int) -> int:
+        entered.set()
+        release.wait(30)
+        return x
+
+    @shadow(
+        candidate=hanging,
+        name="otel-close-drops",
+        max_concurrency=1,
+        sinks=[OpenTelemetry(meter_provider=provider)],
+    )
+    def predict(x: int) -> int:
+        return x
+
+    try:
+        for i in range(4):
+            predict(i)
+        assert entered.wait(10)
+        dropped_points(reader, "otel-close-drops")  # a collection before: nothing dropped yet
+        predict.shadow.close(0.2)
+        stats = predict.shadow.stats()
+        assert stats.dropped.get("shutdown", 0) >= 3, stats
+        reported = dropped_points(reader, "otel-close-drops")
+    finally:
+        release.set()
+        shadowdeco.shutdown(5)
+        provider.shutdown()
+    assert reported.get("shutdown") == stats.dropped["shutdown"], (
+        f"stats() dropped {dict(stats.dropped)} but the OTel counter reports {reported}"
+    )
