@@ -381,3 +381,107 @@ def test_a_kept_alive_connection_is_reused_past_descriptor_1023() -> None:
         for sock in filler:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -- ASGI: the body is noted as live reads it, never read ahead of the app -------------------
+
+
+async def _echo_as_it_comes(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        more = message.get("more_body", False)
+        await send({"type": "http.response.body", "body": message["body"], "more_body": more})
+        if not more:
+            return
+
+
+async def _talk_to(app: Any) -> bytes:
+    """A client that sends its next chunk only once the previous one came back."""
+    echoed: asyncio.Queue[None] = asyncio.Queue()
+    sent = 0
+    got: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await echoed.get()
+        sent += 1
+        return {"type": "http.request", "body": b"ping-%d" % sent, "more_body": sent < 3}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            got.append(message["body"])
+            echoed.put_nowait(None)
+
+    scope = _scope("POST", "/echo", http_version="2", headers=[])
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    return b"".join(got)
+
+
+def test_asgi_a_body_streamed_both_ways_is_not_held_up_and_is_mirrored() -> None:
+    """The middleware read the whole body before calling the app: an app that answers each
+    chunk as it comes waited for a body its client would send only after the answers."""
+    memory = sinks.Memory()
+    app_ = _echo_as_it_comes
+    app = ShadowASGIMiddleware(app_, app_, name="conf-asgi-echo", sinks=[memory])
+
+    async def main() -> bytes:
+        echoed = await _talk_to(app)
+        assert await app.shadow.aflush(10)
+        return echoed
+
+    assert asyncio.run(main()) == b"ping-1ping-2ping-3"
+    (result,) = memory.results
+    assert result.inputs is not None
+    assert result.inputs["args"][0]["body_len"] == len(b"ping-1ping-2ping-3")
+    assert result.match is True
+
+
+async def _refuses_unread(scope: Any, receive: Any, send: Any) -> None:
+    headers = [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": b"no"})
+
+
+def test_asgi_an_app_that_answers_without_reading_the_body_is_not_made_to_read_it() -> None:
+    """Under uvicorn, reading the body for an ``Expect: 100-continue`` request makes the
+    server send ``100 Continue``: the middleware must not read what live does not.  The
+    request is not mirrored (its body is unknown), counted ``body_not_read``."""
+    app = ShadowASGIMiddleware(_refuses_unread, _refuses_unread, name="conf-unread", sinks=[])
+    reads = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b"0123456789", "more_body": False}
+
+    async def main() -> None:
+        scope = _scope("POST", headers=[(b"content-length", b"10"), (b"expect", b"100-continue")])
+        await app(scope, receive, _discard)
+        assert await app.shadow.aflush(10)
+
+    asyncio.run(main())
+    assert reads == 0
+    assert dict(app.shadow.stats().dropped) == {"body_not_read": 1}
+
+
+def test_asgi_a_file_sent_by_the_server_is_counted_as_such() -> None:
+    """The pathsend extension: the server sends the file, whole, and its body never passes
+    the middleware (it was counted as a client gone mid-response)."""
+
+    async def sends_a_file(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+
+    app = ShadowASGIMiddleware(sends_a_file, sends_a_file, name="conf-pathsend", sinks=[])
+    scope = _scope(extensions={"http.response.pathsend": {}})
+
+    async def main() -> None:
+        await app(scope, _no_body, _discard)
+        assert await app.shadow.aflush(10)
+
+    asyncio.run(main())
+    assert dict(app.shadow.stats().dropped) == {"file_response": 1}

@@ -455,8 +455,21 @@ class LiveResponse:
         self.body = BodyCollector(settings.max_response_body, head=head)
         self._finished = False
 
+    def request_ready(self) -> str | None:
+        """Whether the mirrored request is whole (ASGI reads its body as live does): None,
+        or the reason it is not mirrored."""
+        return None
+
     def finish(self, error: BaseException | None = None) -> None:
         if self._finished:
+            return
+        try:  # on the live path: nothing of ours may reach the caller
+            reason = self.request_ready()
+        except Exception:  # noqa: BLE001 - a bug of ours
+            self._failed()
+            return
+        if reason is not None:
+            self.abandon(reason)
             return
         self._finished = True
         if error is not None:

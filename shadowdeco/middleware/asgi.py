@@ -129,24 +129,22 @@ class ShadowASGIMiddleware(Mirror):
         if not self._sampled(lambda: _request(scope, b"", self.settings)):
             await self.app(scope, receive, send)
             return
-        try:
-            body, replay = await _read_body(scope, receive, self.settings.max_body)
-        except BaseException:  # cancelled (the server gave up on the request): counted
-            exp._drop_sampled("incomplete_body")
-            raise
-        if isinstance(body, str):  # not mirrored; the live app gets the very same messages
-            exp._drop_sampled(body)
-            await self.app(scope, replay, send)
+        declared = _declared_length(scope, self.settings.max_body)
+        if isinstance(declared, str):  # not mirrored; the live app gets receive itself
+            exp._drop_sampled(declared)
+            await self.app(scope, receive, send)
             return
-        job = self._admit(_request(scope, body, self.settings))
+        job = self._admit(_request(scope, b"", self.settings))  # the body: as live reads it
         if job is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
             return
-        watcher = _Response(exp, job, self.settings, send, asyncio.get_running_loop())
+        body = _BodyTee(receive, self.settings.max_body, empty=declared == 0)
+        loop = asyncio.get_running_loop()
+        watcher = _Response(exp, job, self.settings, send, loop, body=body)
         try:
-            await self.app(scope, replay, watcher.send)
+            await self.app(scope, body.receive, watcher.send)
         except asyncio.CancelledError:  # the server gave up on the request: the client left
-            watcher.abandon("incomplete_response")
+            watcher.abandon(body.reason or "incomplete_response")
             raise
         except BaseException as exc:
             watcher.finish(exc)
@@ -200,52 +198,74 @@ def _request(scope: Scope, body: bytes, settings: Settings) -> Request:
     )
 
 
-async def _read_body(scope: Scope, receive: Receive, max_body: int) -> tuple[bytes | str, Receive]:
-    """Read the request body for mirroring; returns it (or why not) and a ``receive`` that
-    replays exactly the messages read, ``more_body`` included, then passes through."""
-    messages: list[Message] = []
-    declared = None
+def _declared_length(scope: Scope, max_body: int) -> int | str | None:
+    """The request's Content-Length (0 for an HTTP/1 request with neither that nor
+    Transfer-Encoding: no body), None when it is streamed, or why it is not mirrored: a bad
+    length, or one past ``max_body`` (then the body is not even looked at)."""
+    # HTTP/2 and 3 send a body in frames, with no length needed.
+    declared: int | None = 0 if scope.get("http_version", "1.1").startswith("1") else None
     for key, value in scope.get("headers", ()):
         if key == b"content-length":
             try:
                 declared = int(value)
             except ValueError:
-                return "bad_request", receive
+                return "bad_request"
             if declared < 0:
-                return "bad_request", receive
+                return "bad_request"
+        elif key == b"transfer-encoding" and declared == 0:
+            declared = None  # chunked
     if declared is not None and declared > max_body:
-        return "body_too_large", receive  # not read at all
-    size = 0
-    reason: str | None = None
-    failure: list[Exception] = []  # what receive() raised, for the live app to meet too
-    while True:
+        return "body_too_large"
+    return declared
+
+
+class _BodyTee:
+    """The live app's ``receive``, passed through untouched, noting the request body as the
+    app reads it: the app is never made to wait for the body, nor gets a message it would
+    not have got (no ``100 Continue`` it did not ask for).  The body is mirrored only if the
+    app read all of it, up to ``max_body``."""
+
+    def __init__(self, receive: Receive, max_body: int, *, empty: bool) -> None:
+        self._receive = receive
+        self._max_body = max_body
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._empty = empty  # no body announced: one the app does not read is empty
+        self._read = False
+        self.complete = False
+        self.reason: str | None = None  # why it is not mirrored, once known
+
+    async def receive(self) -> Message:
         try:
-            message = await receive()
-        except Exception as exc:  # noqa: BLE001 - e.g. the connection reset mid-body
-            failure.append(exc)
-            reason = "incomplete_body"
-            break
-        messages.append(message)
-        if message["type"] != "http.request":  # http.disconnect: the client went away
-            reason = "incomplete_body"
-            break
-        size += len(message.get("body", b""))
-        if size > max_body:
-            reason = "body_too_large"
-            break
-        if not message.get("more_body", False):
-            break
+            message = await self._receive()
+        except BaseException:  # the connection reset, a cancellation: the app meets it too
+            if not self.complete and self.reason is None:
+                self.reason = "incomplete_body"
+            raise
+        if self.complete or self.reason is not None:
+            return message
+        self._read = True
+        if message.get("type") != "http.request":  # http.disconnect: the client went away
+            self.reason = "incomplete_body"
+            return message
+        chunk = message.get("body", b"")
+        self._size += len(chunk)
+        if self._size > self._max_body:
+            self.reason = "body_too_large"
+            self._chunks = []
+        else:
+            self._chunks.append(chunk)
+            self.complete = not message.get("more_body", False)
+        return message
 
-    async def replay() -> Message:
-        if messages:
-            return messages.pop(0)
-        if failure:
-            raise failure.pop()
-        return await receive()
-
-    if reason is not None:
-        return reason, replay
-    return b"".join(m.get("body", b"") for m in messages), replay
+    def body(self) -> bytes | str:
+        """The whole body, or why it is not mirrored (``body_not_read``: the app answered
+        without reading it all)."""
+        if self.reason is not None:
+            return self.reason
+        if self.complete or (self._empty and not self._read):
+            return b"".join(self._chunks)
+        return "body_not_read"
 
 
 class _Response(LiveResponse):
@@ -258,9 +278,24 @@ class _Response(LiveResponse):
         settings: Settings,
         send: Send,
         loop: asyncio.AbstractEventLoop,
+        *,
+        body: _BodyTee,
     ) -> None:
         super().__init__(exp, job, settings, loop)
         self._send = send
+        self._body = body
+
+    def request_ready(self) -> str | None:
+        """The mirrored request gets the body live read; why not, if it cannot be had."""
+        body = self._body.body()
+        if isinstance(body, str):
+            return body
+        if body:
+            request: Request = self._job.args[0]
+            request.body = body  # not seen by anyone yet: the job is not queued
+            if not self._settings.budget.reserve(request):
+                return "bytes_full"
+        return None
 
     async def send(self, message: Message) -> None:
         try:
@@ -279,6 +314,10 @@ class _Response(LiveResponse):
             self.body.add(message.get("body", b""))
             if not message.get("more_body", False):
                 self.finish(None)  # the response is complete: the app may still run on
+        elif kind == "http.response.pathsend":
+            # The server sends a file itself (the pathsend extension): a whole response, but
+            # its body never passes here to be compared.
+            self.abandon("file_response")
 
 
 class _Lifespan:
