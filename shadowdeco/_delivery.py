@@ -199,6 +199,7 @@ class SinkWorker:
             with self._lock:
                 if not here and not self._stopped:
                     self._on_stop, then = then, None
+                    _retiring.add(self)  # until its thread ends: see wait_retired()
                 self._stopping = True
                 self._queue.put(None)
             if not here:
@@ -238,8 +239,29 @@ class SinkWorker:
         with self._lock:
             self._stopped = True
             then, self._on_stop = self._on_stop, None
-        if then is not None:
-            then()
+        try:
+            if then is not None:
+                then()
+        finally:
+            _retiring.discard(self)
+
+
+#: Workers stopped whose threads still deliver what they hold, and close their sinks.
+_retiring: set[SinkWorker] = set()
+
+
+def wait_retired(timeout: float | None) -> bool:
+    """Wait until the workers being stopped (the sinks let go of: the old defaults after
+    ``configure(default_sinks=...)``, a closed experiment's) have delivered what they hold
+    and closed their sinks; False past ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for worker in list(_retiring):
+        thread = worker._thread
+        if thread is not None:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+    return True
 
 
 _lock = threading.Lock()

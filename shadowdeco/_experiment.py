@@ -49,7 +49,7 @@ from typing import Any, Final
 from . import _delivery, _result
 from . import compare as _compare
 from . import sampling as _sampling
-from ._delivery import sink_attribute, stop_worker, stop_workers, worker_for
+from ._delivery import sink_attribute, stop_worker, stop_workers, wait_retired, worker_for
 from ._result import Observation, ShadowResult, error_of, observation_of, result_of, to_jsonable
 from ._runner import (
     DONE,
@@ -996,6 +996,9 @@ class Experiment:
         # Each sink that caught up is flushed even when another one (or a candidate) did not
         # in time: one hanging sink must not keep the others' lines off the disk.  A sink
         # still busy is not flushed from here (its flush could hang this thread too).
+        if self._sinks is None:  # results may still be on their way to replaced defaults
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done = wait_retired(remaining) and done
         caught_up = []
         for sink in self._sinks_now():
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -1392,7 +1395,11 @@ def configure(
         raise TypeError(f"config_file must be a path or None, got {config_file!r}")
 
     if default_sinks is not _UNSET:
+        replaced = _state.default_sinks or _state.logging_sink or ()
         _state.default_sinks = sinks
+        # The old ones no experiment uses any more deliver what they hold, then close, on
+        # their own threads; a flush waits for them (see Experiment.flush).
+        _close_unused_sinks(replaced, 0.0)
     if serializer is not _UNSET:
         _result.default_serializer[0] = serializer or to_jsonable
     if max_pending_results is not _UNSET:

@@ -441,3 +441,59 @@ def test_shutdown_drops_of_a_closed_experiment_are_reported() -> None:
     assert reported.get("shutdown") == stats.dropped["shutdown"], (
         f"stats() dropped {dict(stats.dropped)} but the OTel counter reports {reported}"
     )
+
+
+# Before the fix: flush() looked only at the default sinks configured now, so results handed
+# to defaults that configure(default_sinks=...) had just replaced were not waited for nor
+# flushed (flush() returned True with them unwritten).
+
+
+def test_replaced_default_sinks_are_flushed_and_closed(tmp_path: Path) -> None:
+    path = tmp_path / "old.jsonl"
+    old = sinks.JsonLines(path, flush_interval=3600)
+    shadowdeco.configure(default_sinks=[old])
+
+    @shadow(candidate=abs, name="defaults-swapped")
+    def predict(x: int) -> int:
+        return abs(x)
+
+    for i in range(5):
+        predict(-i)
+    # Let the results reach the old sink (its worker) without flushing it.
+    worker = shadowdeco._delivery.worker_for(old)
+    assert predict.shadow._wait_settled(10)
+    assert worker.wait_idle(10)
+    assert old.lines_written == 0  # buffered, not written
+
+    shadowdeco.configure(default_sinks=[sinks.Memory()])
+    assert predict.shadow.flush(10)  # says: everything sampled so far is written
+    assert old.lines_written == 5, "flush() returned True with 5 lines still unwritten"
+    old.close()
+
+
+def test_flush_waits_for_a_replaced_default_sink_still_busy() -> None:
+    """The old default sink has not even received the result when flush() returns True."""
+    entered, release = threading.Event(), threading.Event()
+    got: list[ShadowResult] = []
+
+    def slow(result: ShadowResult) -> None:
+        entered.set()
+        release.wait(30)
+        got.append(result)
+
+    shadowdeco.configure(default_sinks=[slow])
+
+    @shadow(candidate=abs, name="defaults-swapped-busy")
+    def predict(x: int) -> int:
+        return abs(x)
+
+    try:
+        predict(-1)
+        predict(-2)
+        assert entered.wait(10)
+        shadowdeco.configure(default_sinks=[sinks.Memory()])
+        flushed = predict.shadow.flush(0.5)
+        delivered = len(got)
+    finally:
+        release.set()
+    assert not flushed or delivered == 2, f"flush() True with {2 - delivered} results undelivered"
