@@ -313,3 +313,4 @@ def reset_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
     _workers.clear()
+    _retiring.clear()  # the parent's threads: none of them runs here
