@@ -996,6 +996,8 @@ class Experiment:
         # Each sink that caught up is flushed even when another one (or a candidate) did not
         # in time: one hanging sink must not keep the others' lines off the disk.  A sink
         # still busy is not flushed from here (its flush could hang this thread too).
+        if self._sinks_closed:  # closed: nothing in flight, and its sinks let go of
+            return done
         if self._sinks is None:  # results may still be on their way to replaced defaults
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             done = wait_retired(remaining) and done

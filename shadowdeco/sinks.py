@@ -124,6 +124,10 @@ class Logging:
         logger = self.logger
         if not logger.isEnabledFor(self.level):
             return
+        try:
+            record = result.to_dict()
+        except Exception as exc:  # noqa: BLE001 - the serializer failed: the record still goes
+            record = _error_record(result, exc)  # as JsonLines writes its line
         logger.log(
             self.level,
             "shadow %s: match=%s live=%s candidate=%s %s",
@@ -132,7 +136,7 @@ class Logging:
             _ms(result.live.duration),
             _ms(result.candidate.duration),
             result.candidate.status,
-            extra={"shadow": result.to_dict()},
+            extra={"shadow": record},
         )
 
     def __repr__(self) -> str:

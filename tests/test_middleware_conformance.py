@@ -485,3 +485,26 @@ def test_asgi_a_file_sent_by_the_server_is_counted_as_such() -> None:
 
     asyncio.run(main())
     assert dict(app.shadow.stats().dropped) == {"file_response": 1}
+
+
+def test_wsgi_a_write_that_fails_is_no_whole_response() -> None:
+    """write() raising (the client gone) ends the live response where the client is
+    concerned, even when the app catches it and returns the rest: not compared, counted."""
+
+    def app_(environ: Any, start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [])
+        with contextlib.suppress(OSError):
+            write(b"first")
+        return [b"rest"]
+
+    def gone(status: str, headers: Any, exc_info: Any = None) -> Any:
+        def write(data: bytes) -> None:
+            raise OSError("the client went away")
+
+        return write
+
+    app = ShadowWSGIMiddleware(app_, app_, name="conf-write-gone", sinks=[])
+    result = app(_environ(), gone)
+    assert list(result) == [b"rest"]
+    assert app.shadow.flush(10)
+    assert dict(app.shadow.stats().dropped) == {"incomplete_response": 1}

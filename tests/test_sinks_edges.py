@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -497,3 +498,31 @@ def test_flush_waits_for_a_replaced_default_sink_still_busy() -> None:
     finally:
         release.set()
     assert not flushed or delivered == 2, f"flush() True with {2 - delivered} results undelivered"
+
+
+# Before the fix: the Logging sink dropped the record of a result it could not turn into a
+# dict (a sink error), where JsonLines writes a line that says so.
+
+
+def test_logging_keeps_the_record_of_a_result_it_cannot_convert(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="shadowdeco")
+    broken = dataclasses.replace(result(1), inputs=42)  # type: ignore[arg-type]
+    sinks.Logging().emit(broken)
+    (record,) = [r for r in caplog.records if getattr(r, "shadow", None)]
+    assert "result not serializable" in record.shadow["$error"]  # type: ignore[attr-defined]
+    assert record.shadow["id"] == broken.id  # type: ignore[attr-defined]
+
+
+# Before the fix: Experiment.flush() after close() made new delivery workers for the sinks
+# close() had let go of, which then kept them alive until shutdown().
+
+
+def test_flush_after_close_leaves_the_closed_sinks_alone(tmp_path: Path) -> None:
+    jsonl = sinks.JsonLines(tmp_path / "r.jsonl")
+    predict = shadow(candidate=abs, name="flush-after-close", sinks=[jsonl])(abs)
+    predict(-1)
+    predict.shadow.close(10)
+    assert predict.shadow.flush(10)
+    assert id(jsonl) not in shadowdeco._delivery._workers

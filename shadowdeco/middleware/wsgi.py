@@ -282,7 +282,11 @@ class _Response(LiveResponse):
         self.note(lambda: setattr(self, "headers", list(headers)))
 
         def tee_write(data: bytes) -> Any:  # the legacy write() path, observed too
-            written = write(data)
+            try:
+                written = write(data)
+            except BaseException:  # the client is gone: what it got is no whole response
+                self.abandon("incomplete_response")
+                raise
             self.note(lambda: self.body.add(data))
             return written
 
