@@ -43,6 +43,24 @@ class _BoundShadowWrapper(wrapt.BoundFunctionWrapper[..., Any]):
         experiment: Experiment = self._self_parent._self_experiment
         return experiment
 
+    # A method, classmethod or staticmethod as got from its class or an instance: pickled
+    # as Python pickles those (the attribute of its owner), and never copied.
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        owner = self._self_instance
+        if owner is None:  # got from the class
+            owner = self._self_owner
+        name = getattr(self.__wrapped__, "__name__", None)
+        if owner is None or not isinstance(name, str):
+            raise TypeError(f"cannot pickle {self!r}: it has no owner to be found on")
+        return getattr, (owner, name)
+
+    def __copy__(self) -> _BoundShadowWrapper:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _BoundShadowWrapper:
+        return self
+
 
 class _ShadowWrapper(wrapt.FunctionWrapper[..., Any]):
     """The decorated callable; ``.shadow`` is its :class:`Experiment`."""
@@ -167,7 +185,9 @@ def _sync_wrapper(exp: Experiment) -> Callable[..., Any]:
     admit, submit, by_sampler = exp._admit, exp._submit, exp._sampled_by_sampler
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not exp._active:
+        # Called by a candidate: shadowing it again would recurse; nor is it a live call to
+        # count or to spend the sampler's budget on.
+        if not exp._active or _IN_SHADOW.get(False):
             return wrapped(*args, **kwargs)
         rate = exp._rate
         if rate is None:
@@ -175,8 +195,6 @@ def _sync_wrapper(exp: Experiment) -> Callable[..., Any]:
                 return wrapped(*args, **kwargs)
         elif rate < 1.0 and (rate <= 0.0 or _random() >= rate):
             next(exp._skipped)
-            return wrapped(*args, **kwargs)
-        if _IN_SHADOW.get(False):  # called by a candidate: shadowing it again would recurse
             return wrapped(*args, **kwargs)
         job = admit(instance, args, kwargs)
         if job is None:
@@ -198,7 +216,7 @@ def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
     async def call(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not exp._active:
+        if not exp._active or _IN_SHADOW.get(False):  # (see the sync wrapper)
             return await wrapped(*args, **kwargs)
         rate = exp._rate
         if rate is None:
@@ -207,12 +225,14 @@ def _async_wrapper(exp: Experiment) -> Callable[..., Any]:
         elif rate < 1.0 and (rate <= 0.0 or _random() >= rate):
             next(exp._skipped)
             return await wrapped(*args, **kwargs)
-        if _IN_SHADOW.get(False):  # called by a candidate: shadowing it again would recurse
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without asyncio (another framework, by hand)
+            exp._drop_sampled("no_event_loop")
             return await wrapped(*args, **kwargs)
         job = admit(instance, args, kwargs)
         if job is None:
             return await wrapped(*args, **kwargs)
-        loop = asyncio.get_running_loop()
         try:
             value = await wrapped(*args, **kwargs)
         except asyncio.CancelledError:

@@ -271,6 +271,14 @@ def _check_candidate(value: object) -> Any:
     return value
 
 
+def _check_async_in_executor(candidate: object, executor: Executor | None) -> None:
+    if executor is not None and _is_async_callable(candidate):
+        raise TypeError(
+            f"an async candidate runs on an event loop, not in an executor: got "
+            f"candidate={candidate!r} with executor={executor!r}"
+        )
+
+
 def _check_copier(value: object) -> Callable[[Any], Any] | None:
     if value is True:
         return copy.deepcopy
@@ -445,14 +453,11 @@ class Experiment:
         self._enabled = enabled
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"executor must be a concurrent.futures.Executor, got {executor!r}")
-        if executor is not None and _is_async_callable(candidate):
-            raise TypeError(
-                f"an async candidate runs on an event loop, not in an executor: got "
-                f"candidate={candidate!r} with executor={executor!r}"
-            )
+        _check_async_in_executor(candidate, executor)
         self._executor = executor
 
         self._lock = threading.Lock()  # counters and state of the background (see Lane)
+        self._refresh_lock = threading.Lock()  # _active's inputs, read and written together
         self._live_lock = threading.Lock()  # the live path's own: sampled, the queue bound
         self._settled = Waited(self._lock)
         self._lane = Lane(self)
@@ -553,6 +558,7 @@ class Experiment:
 
     @candidate.setter
     def candidate(self, value: Any) -> None:
+        _check_async_in_executor(value, self._executor)
         self._candidate = self._make_candidate(value)
 
     @property
@@ -590,7 +596,10 @@ class Experiment:
         return self._closed
 
     def _refresh(self) -> None:
-        self._active = self._enabled and not self._closed and not _state.killed()
+        # Read and written in one go: a refresh from another thread (a config reload) that
+        # read the old ``_enabled`` must not write its answer after this one.
+        with self._refresh_lock:
+            self._active = self._enabled and not self._closed and not _state.killed()
 
     # -- the live path: short and guarded ------------------------------------------------------
 
@@ -1123,6 +1132,7 @@ class Experiment:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._live_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._settled = Waited(self._lock)
         self._lane.reset_after_fork()
         self._inline_jobs = {}  # the parent's calls: none waits here
@@ -1484,7 +1494,8 @@ class _ConfigWatcher:
                 self._seen = None
                 log.info("shadowdeco: config file %s not found; code settings apply", self.path)
                 return False
-            except (OSError, ValueError, TypeError, RecursionError) as exc:  # too deep JSON
+            # ArithmeticError: a sample of 400 digits does not make a float.
+            except (OSError, ValueError, TypeError, RecursionError, ArithmeticError) as exc:
                 log.error(  # noqa: TRY400 - one line per broken file, not a traceback
                     "shadowdeco: config file %s ignored (%s); the last good config stays",
                     self.path,

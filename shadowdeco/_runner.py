@@ -1108,7 +1108,14 @@ class Lane:
         return workers
 
     def forget_task(self, task: asyncio.Task[None]) -> None:
-        self.tasks.pop(task, None)
+        job = self.tasks.pop(task, None)
+        if job is not None and task.cancelled() and job.state == OPEN:
+            # Cancelled before its first step (a loop cancelling every task as it shuts
+            # down): _task_main never ran to count it or to give its queue place back.
+            with self.exp._lock:
+                if job.state == OPEN and not job.started:
+                    self.left += 1
+            self.exp._settle_drop(job, "loop_closed")
 
     def settle_orphans(self) -> None:
         """Count as ``loop_closed`` the async candidates whose loop was closed under them
@@ -1177,7 +1184,7 @@ async def _task_main(job: Job, lane: Lane) -> None:
                 if job.state != OPEN:
                     return
             job.queue_s = seconds_since(job.t1)
-            await _run_task(job, exp.timeout)
+            await _run_task(job)
         finally:
             # Not when the loop was closed under the task (it is being collected,
             # settled by Lane.settle_orphans): a release would schedule on the dead loop.
@@ -1193,19 +1200,24 @@ async def _task_main(job: Job, lane: Lane) -> None:
         raise
 
 
-async def _run_task(job: Job, timeout: float | None) -> None:
+async def _run_task(job: Job) -> None:
     span = candidate_span(job)
     if span is None:
-        obs = await _await_candidate(job, timeout)
+        obs = await _await_candidate(job)
     else:
         with span as current:
-            obs = await _await_candidate(job, timeout)
+            obs = await _await_candidate(job)
             current.set_attribute("shadowdeco.candidate.status", obs.status if obs else "timeout")
     if obs is not None:
         job.exp._deliver(job, obs)
 
 
-async def _await_candidate(job: Job, timeout: float | None) -> Observation | None:
+#: How often a running async candidate's task looks at the experiment's ``timeout`` again
+#: (it may be changed while candidates run: they get the new deadline).
+_RECHECK: Final = 0.5
+
+
+async def _await_candidate(job: Job) -> Observation | None:
     """The candidate's observation, or None when it timed out (already settled)."""
     _IN_SHADOW.set(True)
     start = time.perf_counter_ns()
@@ -1216,7 +1228,12 @@ async def _await_candidate(job: Job, timeout: float | None) -> Observation | Non
         return raised(exc, start)
     inner = asyncio.ensure_future(contained(coro))
     try:
-        done, _ = await asyncio.wait({inner}, timeout=timeout)
+        while True:
+            timeout = job.exp._timeout  # read again: a new one applies to this run too
+            left = math.inf if timeout is None else timeout - seconds_since(start)
+            done, _ = await asyncio.wait({inner}, timeout=max(0.0, min(left, _RECHECK)))
+            if done or left <= _RECHECK:
+                break
     except asyncio.CancelledError:
         # The loop is going away (asyncio.run cancels what is left): the candidate may not
         # even have started; close it so it does not warn "never awaited".
