@@ -331,6 +331,10 @@ def _parse_path(path: object) -> tuple[str, ...]:
     return parts
 
 
+def _index_last(parts: tuple[str, ...]) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, -int(part)) if part.isdecimal() else (1, part) for part in parts)
+
+
 def _drop(value: Any, parts: tuple[str, ...]) -> Any:
     """``value`` without ``parts``: a new container where something is dropped, else ``value``.
 
@@ -347,7 +351,7 @@ def _drop(value: Any, parts: tuple[str, ...]) -> Any:
         if all(new is old for new, old in zip(items, value, strict=True)):
             return value
         return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, (list, tuple)) and parts[0].isdigit():  # an item, by its index
+    if isinstance(value, (list, tuple)) and parts[0].isdecimal():  # an item, by its index
         index, rest = int(parts[0]), parts[1:]
         if index >= len(value):
             return value
@@ -369,7 +373,7 @@ def _drop_from_mapping(value: Mapping[Any, Any], parts: tuple[str, ...]) -> Any:
         keys = list(value)
     elif head in value:
         keys = [head]
-    elif head.isdigit() and int(head) in value:  # an int key, as JSON paths name them
+    elif head.isdecimal() and int(head) in value:  # an int key, as JSON paths name them
         keys = [int(head)]
     else:
         return value
@@ -395,7 +399,9 @@ class Ignore:
     def __init__(self, *paths: str, compare: Comparator | None = None) -> None:
         if not paths:
             raise ValueError("paths must name at least one path, got ()")
-        self._parts = tuple(_parse_path(path) for path in paths)
+        # Higher list indices first: deleting item 0 before item 1 would shift item 2 into
+        # its place (and make the result depend on the order the paths were given in).
+        self._parts = tuple(sorted((_parse_path(path) for path in paths), key=_index_last))
         self.paths = paths
         self.compare = coerce(compare)
 

@@ -511,7 +511,7 @@ def _stats_line(
     """
     name = record.get("experiment")
     sampled = record.get("sampled")
-    if not isinstance(name, str) or not isinstance(sampled, int):
+    if not isinstance(name, str) or not isinstance(sampled, int) or isinstance(sampled, bool):
         problems.skip(source, line, "stats line without experiment or sampled")
         return
     if not selected(name):
@@ -668,6 +668,14 @@ def _confusion(pairs: CappedCounter[tuple[str, str]], values: Sequence[str]) -> 
     return Confusion(tuple(names), tuple(tuple(row) for row in cells), pairs.other)
 
 
+def _edge(low: float, high: float, width: float, i: int) -> float:
+    edge = low + i * width
+    if math.isfinite(edge):
+        return edge
+    share = i / _HISTOGRAM_BINS
+    return low * (1 - share) + high * share
+
+
 def _histogram(live: Reservoir, candidate: Reservoir) -> Histogram | None:
     both = sorted(live.sample + candidate.sample)
     if not both:
@@ -679,9 +687,10 @@ def _histogram(live: Reservoir, candidate: Reservoir) -> Histogram | None:
         low, high, clipped = p1, p99, True
     if high == low:
         low, high = low - 0.5, high + 0.5
-    # Divided first and binned by comparison: no step overflows, even from -1e308 to 1e308.
+    # Divided first and binned by comparison: no step overflows, even from -1e308 to 1e308
+    # (where ``i * width`` would: such an edge is weighed between the ends instead).
     width = high / _HISTOGRAM_BINS - low / _HISTOGRAM_BINS
-    edges = (*(low + i * width for i in range(_HISTOGRAM_BINS)), high)
+    edges = (*(_edge(low, high, width, i) for i in range(_HISTOGRAM_BINS)), high)
 
     def shares(values: Iterable[float], n: int) -> tuple[float, ...]:
         counts = [0] * _HISTOGRAM_BINS

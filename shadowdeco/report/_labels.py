@@ -86,7 +86,10 @@ def load_labels(path: str, metric: str | None = None) -> Labels:
             first = next(handle, "")
             jsonl = _is_jsonl(path, first[:1])
             for line, key, raw in _rows(path, itertools.chain([first], handle), jsonl):
-                as_number = parse_number(raw) if isinstance(raw, str) else number(raw)
+                # A CSV cell is text that may spell a number; a JSON string stays a string
+                # (but for the spellings of NaN and infinities the results use).
+                text = isinstance(raw, str) and not jsonl
+                as_number = parse_number(raw) if text else number(raw)
                 if raw is None or raw == "" or (as_number is not None and math.isnan(as_number)):
                     blank += 1  # no label (yet): the key stays unlabeled
                     continue

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Final
 
@@ -113,6 +114,9 @@ def expand_paths(paths: Sequence[str]) -> list[Source]:
     seen: set[str] = set()
 
     def add(path: str) -> None:
+        plain = path[:-3]
+        if path.endswith(".gz") and _BACKUP_END.search(plain) and os.path.isfile(plain):
+            path = plain  # as _backups() chooses: the plain twin holds the same lines, whole
         real = path if path == "-" else os.path.realpath(path)
         if real not in seen:
             seen.add(real)
@@ -234,7 +238,7 @@ def read_records(
                         yield source, number, record
                     else:
                         problems.skip(source, number, "not a JSON object")
-        except (OSError, EOFError) as exc:  # a disk error, a truncated gzip file
+        except (OSError, EOFError, zlib.error) as exc:  # a disk error, a broken gzip file
             reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             problems.read_errors.append(f"cannot read {source.path} after line {number}: {reason}")
 

@@ -57,7 +57,10 @@ def quantile(ordered: Sequence[float], p: float) -> float | None:
     low = math.floor(pos)
     high = min(low + 1, len(ordered) - 1)
     frac = pos - low
-    value = ordered[low] + (ordered[high] - ordered[low]) * frac
+    a, b = ordered[low], ordered[high]
+    value = a if frac == 0 else a + (b - a) * frac
+    if not math.isfinite(value) and math.isfinite(a) and math.isfinite(b):
+        value = a * (1 - frac) + b * frac  # b - a overflowed (values near the float limit)
     # Round away the last-bit noise of the interpolation, so 90.1 prints as 90.1.
     return round(value, 12)
 
