@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from http_helpers import http_scope
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -200,20 +201,7 @@ def test_wsgi_the_same_app_is_observed_alike_as_live_and_as_candidate(app_: Any)
 
 
 def _scope(method: str = "GET", path: str = "/", **extra: Any) -> dict[str, Any]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"example")],
-        "client": None,
-        "server": None,
-    }
+    scope = http_scope(method, path, headers=[("host", "example")])
     scope.update(extra)
     return scope
 

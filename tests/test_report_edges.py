@@ -15,6 +15,24 @@ from shadowdeco import compare, report
 from shadowdeco.__main__ import main
 from shadowdeco.report._stats import quantile
 
+
+def _result_line(i, value=1, *, end="\n"):
+    """One result line of the v1 shape, both arms ok with ``value``."""
+    arm = {"status": "ok", "value": value, "error": None, "duration_s": 0.01}
+    record = {
+        "v": 1,
+        "experiment": "exp",
+        "id": f"r{i}",
+        "started_at": "2026-11-27T10:00:00+00:00",
+        "key": i,
+        "live": arm,
+        "candidate": arm,
+        "queue_s": 0.0,
+        "match": True,
+    }
+    return json.dumps(record) + end
+
+
 # Before the fix: read_records() turns OSError/EOFError into a read error ("a file failed
 # partway"), but a gzip backup whose deflate data is corrupt raises zlib.error, which is
 # neither: the report (and `shadowdeco report`) dies with a traceback instead of exiting 1 with
@@ -23,25 +41,7 @@ from shadowdeco.report._stats import quantile
 
 def _payload() -> bytes:
     rnd = random.Random(0)
-    lines = []
-    for i in range(2000):
-        arm = {"status": "ok", "value": rnd.random(), "error": None, "duration_s": 0.01}
-        lines.append(
-            json.dumps(
-                {
-                    "v": 1,
-                    "experiment": "exp",
-                    "id": f"r{i}",
-                    "started_at": "2026-11-27T10:00:00+00:00",
-                    "key": i,
-                    "live": arm,
-                    "candidate": arm,
-                    "queue_s": 0.0,
-                    "match": True,
-                }
-            )
-        )
-    return ("\n".join(lines) + "\n").encode()
+    return "".join(_result_line(i, rnd.random()) for i in range(2000)).encode()
 
 
 def _corrupt_that_zlib_rejects() -> bytes:
@@ -75,30 +75,10 @@ def test_corrupt_gzip_backup_is_a_read_error_not_a_crash(tmp_path: Path, capsys)
 # read as well, so every result of that backup is counted twice.
 
 
-def _glob_line(i):
-    arm = {"status": "ok", "value": 1, "error": None, "duration_s": 0.01}
-    return (
-        json.dumps(
-            {
-                "v": 1,
-                "experiment": "exp",
-                "id": f"r{i}",
-                "started_at": "2026-11-27T10:00:00+00:00",
-                "key": i,
-                "live": arm,
-                "candidate": arm,
-                "queue_s": 0.0,
-                "match": True,
-            }
-        )
-        + "\n"
-    )
-
-
 def test_a_glob_over_a_backup_both_plain_and_gzipped_reads_it_once(tmp_path: Path) -> None:
-    (tmp_path / "shadow.jsonl").write_text(_glob_line(0))
-    (tmp_path / "shadow.jsonl.1").write_text(_glob_line(1))
-    (tmp_path / "shadow.jsonl.1.gz").write_bytes(gzip.compress(_glob_line(1).encode()))
+    (tmp_path / "shadow.jsonl").write_text(_result_line(0))
+    (tmp_path / "shadow.jsonl.1").write_text(_result_line(1))
+    (tmp_path / "shadow.jsonl.1.gz").write_bytes(gzip.compress(_result_line(1).encode()))
     assert report.build_report([str(tmp_path / "shadow.jsonl")]).results == 2
     assert report.build_report([str(tmp_path / "shadow.jsonl*")]).results == 2
 
@@ -109,27 +89,10 @@ def test_a_glob_over_a_backup_both_plain_and_gzipped_reads_it_once(tmp_path: Pat
 # edges.
 
 
-def _hist_line(i, value):
-    arm = {"status": "ok", "value": value, "error": None, "duration_s": 0.01}
-    return json.dumps(
-        {
-            "v": 1,
-            "experiment": "exp",
-            "id": f"r{i}",
-            "started_at": "2026-11-27T10:00:00+00:00",
-            "key": i,
-            "live": arm,
-            "candidate": arm,
-            "queue_s": 0.0,
-            "match": True,
-        }
-    )
-
-
 def test_histogram_of_values_spanning_the_float_range(tmp_path: Path) -> None:
     log = tmp_path / "shadow.jsonl"
     values = [-1e308, 1e308, 0.5, 1.5]
-    log.write_text("".join(_hist_line(i, v) + "\n" for i, v in enumerate(values)))
+    log.write_text("".join(_result_line(i, v) for i, v in enumerate(values)))
     exp = report.build_report([str(log)]).experiments[0]
     hist = exp.histogram
     assert hist is not None
@@ -161,30 +124,10 @@ def test_ignoring_index_paths_is_order_independent_at_top_level() -> None:
 # that equal their labels then count as failed predictions and there is no score at all.
 
 
-def _label_line(i, value):
-    arm = {"status": "ok", "value": value, "error": None, "duration_s": 0.01}
-    return (
-        json.dumps(
-            {
-                "v": 1,
-                "experiment": "exp",
-                "id": f"r{i}",
-                "started_at": "2026-11-27T10:00:00+00:00",
-                "key": i,
-                "live": arm,
-                "candidate": arm,
-                "queue_s": 0.0,
-                "match": True,
-            }
-        )
-        + "\n"
-    )
-
-
 def test_json_string_labels_that_spell_decimals_stay_classes(tmp_path: Path) -> None:
     classes = ["1.10", "2.5", "1.10", "3.25"]
     log = tmp_path / "shadow.jsonl"
-    log.write_text("".join(_label_line(i, c) for i, c in enumerate(classes)))
+    log.write_text("".join(_result_line(i, c) for i, c in enumerate(classes)))
     labels = tmp_path / "labels.jsonl"
     labels.write_text(
         "".join(json.dumps({"key": i, "label": c}) + "\n" for i, c in enumerate(classes))
@@ -221,28 +164,15 @@ def _stats_json(**kw):
     return json.dumps({"v": 1, "kind": "stats", "experiment": "exp", "process": "h:1:a", **kw})
 
 
-def _result():
-    arm = {"status": "ok", "value": 1, "error": None, "duration_s": 0.01}
-    return json.dumps(
-        {
-            "v": 1,
-            "experiment": "exp",
-            "id": "r0",
-            "started_at": "2026-11-27T10:00:00+00:00",
-            "key": 0,
-            "live": arm,
-            "candidate": arm,
-            "queue_s": 0.0,
-            "match": True,
-        }
-    )
-
-
 def test_stats_line_with_boolean_sampled_does_not_crash_the_report(tmp_path: Path, capsys) -> None:
     log = tmp_path / "shadow.jsonl"
     log.write_text(
         "\n".join(
-            [_result(), _stats_json(sampled=True, emitted=1), _stats_json(sampled=5, emitted=1)]
+            [
+                _result_line(0, end=""),
+                _stats_json(sampled=True, emitted=1),
+                _stats_json(sampled=5, emitted=1),
+            ]
         )
         + "\n"
     )
