@@ -764,16 +764,22 @@ class Experiment:
             job.state = state
             return True
 
+    def _claim_result(self, job: Job) -> bool:
+        """Claim ``job``, whose candidate ended, for its result; False (logged) when a
+        timeout or close settled it already."""
+        if self._claim(job, HANDED):
+            return True
+        log.debug("shadowdeco: %s candidate ended after it was settled", self.name)
+        return False
+
     def _deliver(self, job: Job, obs: Observation, *, here: bool = False) -> None:
         """The candidate ended: pass it on (``here``: build the result on this thread),
         unless a timeout or close settled it already."""
-        if self._claim(job, HANDED):
+        if self._claim_result(job):
             if here:
                 emit(job, obs)
             else:
                 emitter.put(job, obs)
-        else:
-            log.debug("shadowdeco: %s candidate ended after it was settled", self.name)
 
     def _settle_timeout(self, job: Job, duration: float | None) -> None:
         if not self._claim(job, HANDED):
@@ -1272,11 +1278,16 @@ def _unregister(exp: Experiment) -> None:
     with _state.lock:
         if _state.registry.get(exp.name) is exp:
             del _state.registry[exp.name]
-            kept = _state.retired_drops.setdefault(exp.name, {})
-            for reason, count in stats.dropped.items():
-                kept[reason] = kept.get(reason, 0) + count
-            for sink, count in stats.sink_drops.items():
-                kept[("sink_backlog", sink)] = kept.get(("sink_backlog", sink), 0) + count
+            add_drops(_state.retired_drops.setdefault(exp.name, {}), stats)
+
+
+def add_drops(counts: dict[Any, int], stats: Stats) -> None:
+    """Add ``stats``' drops to ``counts``: by reason, and by ``("sink_backlog", sink)`` for
+    the results a sink fell too far behind to receive."""
+    for reason, count in stats.dropped.items():
+        counts[reason] = counts.get(reason, 0) + count
+    for sink, count in stats.sink_drops.items():
+        counts[("sink_backlog", sink)] = counts.get(("sink_backlog", sink), 0) + count
 
 
 def retired_drops() -> dict[str, dict[Any, int]]:

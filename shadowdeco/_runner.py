@@ -953,10 +953,8 @@ class Lane:
                 exp._settle_drop(job, "shutdown")
             elif killed:  # at the batch's deadline, which its jobs not answered share
                 exp._settle_timeout(job, timeout)
-            elif exp._claim(job, HANDED):
+            elif exp._claim_result(job):
                 ready.append((job, obs))
-            else:
-                log.debug("shadowdeco: %s candidate ended after it was settled", exp.name)
         return ready
 
     def _poke_if_due(self, started: float) -> None:

@@ -59,7 +59,7 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import AttributeValue
 
 from . import __version__
-from ._experiment import experiments, flush_before_exit_handlers, retired_drops
+from ._experiment import add_drops, experiments, flush_before_exit_handlers, retired_drops
 from ._result import ShadowResult
 
 __all__ = ["OpenTelemetry"]
@@ -366,13 +366,7 @@ def _observe_dropped(_options: metrics.CallbackOptions) -> Iterable[metrics.Obse
         # Closed experiments' drops stay counted (close() drops what it cannot finish).
         totals = retired_drops()
         for exp in experiments():
-            stats = exp.stats()
-            counts = totals.setdefault(exp.name, {})
-            for reason, count in stats.dropped.items():
-                counts[reason] = counts.get(reason, 0) + count
-            # Results a sink fell too far behind to receive: emitted, but lost to that sink.
-            for sink, count in stats.sink_drops.items():
-                counts[("sink_backlog", sink)] = counts.get(("sink_backlog", sink), 0) + count
+            add_drops(totals.setdefault(exp.name, {}), exp.stats())
         for name, counts in sorted(totals.items()):
             for reason, count in sorted(counts.items(), key=str):
                 if isinstance(reason, tuple):
