@@ -28,6 +28,7 @@ from typing import Any
 from .. import compare as _compare
 from .._experiment import Experiment, register
 from .._runner import Job, log_failure
+from ._client import Response
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -839,7 +840,9 @@ class UrlCandidate:
             held = None
         if held is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            held = self._local.held = _Held(cls(self._host, self._port, timeout=self._timeout))
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            conn.response_class = Response  # http.client's, with a lighter header parser
+            held = self._local.held = _Held(conn)
         return held.conn
 
     def __call__(self, request: Request) -> HttpResponse:
