@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/sinks.py
 	$(BIN)/python benchmarks/middleware.py
+	$(BIN)/python benchmarks/url_client.py
 	$(BIN)/python benchmarks/live_latency.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/cpu_bound.py

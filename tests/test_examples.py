@@ -69,6 +69,16 @@ def test_the_sinks_benchmark_runs() -> None:
     assert "results/s" in proc.stdout
 
 
+def test_the_url_client_benchmark_runs() -> None:
+    """benchmarks/url_client.py --quick starts its server, measures the three clients, and
+    stops the server."""
+    pytest.importorskip("gunicorn", reason="the dev extra (make test installs it)")
+    proc = run(str(REPO / "benchmarks" / "url_client.py"), "--quick")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert len(rows) == 3, proc.stdout
+
+
 def test_the_user_test_example_passes() -> None:
     """examples/test_with_shadowdeco.py passes under pytest, with the plugin's fixtures."""
     proc = run(
