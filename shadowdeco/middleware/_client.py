@@ -1,7 +1,7 @@
 """The URL candidate's responses: ``http.client``'s, with a lighter header parser.
 
 ``http.client.HTTPResponse`` hands the header block to the ``email`` package, which builds a
-message object line by line: most of the CPU a kept-alive request costs the client, and the
+message object line by line: about half the CPU a kept-alive request costs the client, and the
 live server pays it on every mirror.  :class:`Response` reads the same lines and keeps them
 as ``(name, value)`` pairs, with ``email``'s rules (a folded line continues the header
 before it, a line that is not a header ends the block, a ``From `` line or an empty name is
