@@ -24,6 +24,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -54,7 +55,9 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "gunicorn", "--chdir", str(APPS)]
     command += ["-b", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread"]
     command += ["--threads", "4", "--keep-alive", "300", "--log-level", "warning", "wsgi_app:app"]
-    server = subprocess.Popen(["taskset", "-c", str(cpus[-1]), *command], env=env)
+    server = subprocess.Popen(
+        ["taskset", "-c", str(cpus[-1]), *command], env=env, start_new_session=True
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -149,8 +152,12 @@ def main() -> int:
                 for name in order:
                     figures[name, gap].append(measure(clients[name], calls, gap))
     finally:
-        server.terminate()
-        server.wait(10)
+        server.terminate()  # gunicorn stops its worker; past 10 s, both are killed
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
     print(f"## URL candidate client: CPU per kept-alive round trip ({rounds} rounds of {calls})")
     print()
     print("| client | back to back, µs | ratio | 20 ms apart, µs | ratio |")

@@ -70,8 +70,8 @@ def test_the_sinks_benchmark_runs() -> None:
 
 
 def test_the_url_client_benchmark_runs() -> None:
-    """benchmarks/url_client.py --quick starts its server, measures the three clients, and
-    stops the server."""
+    """benchmarks/url_client.py --quick starts its server and prints the three clients'
+    rows."""
     pytest.importorskip("gunicorn", reason="the dev extra (make test installs it)")
     proc = run(str(REPO / "benchmarks" / "url_client.py"), "--quick")
     assert proc.returncode == 0, proc.stdout + proc.stderr
