@@ -8,7 +8,10 @@ before it, a line that is not a header ends the block, a ``From `` line or an em
 skipped, values lose their leading blanks and line end), so status, headers, framing and body
 are exactly the standard library's (``tests/test_http_client.py`` holds them side by side).
 Everything else (the status line, chunked and length-delimited bodies, keep-alive) is
-``http.client``'s own.
+``http.client``'s own.  One difference, on purpose: ``email`` goes on to parse the block as a
+message, and raises on a ``multipart`` boundary parameter it cannot decode or ``message/``
+types nested a thousand deep; here such headers are read as they are, and the candidate's
+answer is compared like any other.
 """
 
 from __future__ import annotations
