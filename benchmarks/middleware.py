@@ -194,6 +194,7 @@ class Server:
         cpus: set[int],
         *,
         keep_alive: bool = False,
+        idle_s: int | None = None,
     ) -> None:
         self.kind = kind
         self.port = free_port()
@@ -209,6 +210,8 @@ class Server:
                 # sync workers close each connection after its response; gthread keeps it
                 *(["--worker-class", "gthread", "--threads", "4"] if keep_alive
                   else ["--worker-class", "sync"]),
+                # how long a kept-alive connection may idle (gunicorn's default: 2 s)
+                *(["--keep-alive", str(idle_s)] if idle_s is not None else []),
                 "--graceful-timeout", str(int(STOP_TIMEOUT)),
                 "--log-level", "warning",
                 "wsgi_app:app",

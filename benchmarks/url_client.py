@@ -6,10 +6,12 @@
     python benchmarks/url_client.py --quick    # 2 rounds of 20 calls, ~6 s
 
 The server is the middleware benchmark's Flask app (``benchmarks/apps``) under gunicorn
-(``gthread``, keep-alive) on the other CPU; this process runs on the first one.  What is
-measured is ``time.thread_time_ns()`` of the calling thread around each round trip (its CPU,
-not the wait for the answer): the CPU a mirror's lane thread spends in the live server's
-process.  Each call sends the benchmark's ``POST /predict`` and reads the whole answer.
+(``gthread``, keep-alive), started and stopped by that benchmark's ``Server`` on the second
+half of the CPUs; this process runs on the first half (``placement()``, where the live servers
+run there).  What is measured is ``time.thread_time_ns()`` of the calling thread around each
+round trip (its CPU, not the wait for the answer): the CPU a mirror's lane thread spends in
+the live server's process.  Each call sends the benchmark's ``POST /predict`` and reads the
+whole answer.
 
 Two gaps between calls: none (back to back), and 20 ms, as a gunicorn worker's mirrors
 arrive at 10 % sampling: code that ran 20 ms ago is cold again on a shared VM, and a client
@@ -24,50 +26,38 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import _machine
+from middleware import Server, new_token, placement
+
 from shadowdeco.middleware._client import Response
 
-APPS = Path(__file__).resolve().parent / "apps"
 BODY = json.dumps({"id": 1, "features": [0.25] * 16}).encode()
 HEADERS = {"content-type": "application/json", "x-shadow-request": "1"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    """gunicorn on the last CPU, ready to answer; it ends when this script does."""
-    cpus = sorted(os.sched_getaffinity(0))
-    env = dict(os.environ, BENCH_SHADOW="off")
-    command = [sys.executable, "-m", "gunicorn", "--chdir", str(APPS)]
-    command += ["-b", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread"]
-    command += ["--threads", "4", "--keep-alive", "300", "--log-level", "warning", "wsgi_app:app"]
-    server = subprocess.Popen(
-        ["taskset", "-c", str(cpus[-1]), *command], env=env, start_new_session=True
+def start_server(log_dir: str, cpus: set[int]) -> Server:
+    """gunicorn on ``cpus`` (the middleware benchmark's ``Server``), ready to answer, its
+    kept-alive connections allowed to idle while the other clients run."""
+    env = dict(os.environ, BENCH_SHADOW="off", BENCH_TOKEN=new_token())
+    server = Server(
+        "gunicorn", env, Path(log_dir, "server.log"), 1, cpus, keep_alive=True, idle_s=300
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            time.sleep(0.05)
-        else:
-            return server
-    server.kill()
-    raise SystemExit("the server did not start within 30 s")
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.kill()
+        raise
+    return server
 
 
 def http_client(port: int, response_class: type[http.client.HTTPResponse]) -> Callable[[], int]:
@@ -132,33 +122,37 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 rounds of 20 calls")
     args = parser.parse_args()
     rounds, calls = (2, 20) if args.quick else (8, 60)
-    cpus = sorted(os.sched_getaffinity(0))
-    port = free_port()
-    server = start_server(port)
-    try:
-        if len(cpus) > 1:
-            os.sched_setaffinity(0, {cpus[0]})
-        clients = {
-            "http.client (email header parser)": http_client(port, http.client.HTTPResponse),
-            "shadowdeco's Response (http.client, own header parser)": http_client(port, Response),
-            "raw socket (the floor)": raw_socket(port),
-        }
-        names = list(clients)
-        gaps = (0.0, 0.02)
-        figures: dict[tuple[str, float], list[float]] = {(n, g): [] for n in names for g in gaps}
-        for r in range(rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for gap in gaps:
-                for name in order:
-                    figures[name, gap].append(measure(clients[name], calls, gap))
-    finally:
-        server.terminate()  # gunicorn stops its worker; past 10 s, both are killed
+    mine, servers = placement()
+    with tempfile.TemporaryDirectory(prefix="url-client-") as log_dir:
+        server = start_server(log_dir, servers)
         try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            if mine:
+                os.sched_setaffinity(0, mine)
+            port = server.port
+            clients = {
+                "http.client (email header parser)": http_client(port, http.client.HTTPResponse),
+                "shadowdeco's Response (http.client, own header parser)": http_client(
+                    port, Response
+                ),
+                "raw socket (the floor)": raw_socket(port),
+            }
+            names = list(clients)
+            gaps = (0.0, 0.02)
+            figures: dict[tuple[str, float], list[float]] = {
+                (n, g): [] for n in names for g in gaps
+            }
+            for r in range(rounds):
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for gap in gaps:
+                    for name in order:
+                        figures[name, gap].append(measure(clients[name], calls, gap))
+        finally:
+            server.terminate()
+            server.wait_stopped()
     print(f"## URL candidate client: CPU per kept-alive round trip ({rounds} rounds of {calls})")
+    print()
+    where = f"this process on CPUs {sorted(mine)}, gunicorn on {sorted(servers)}" if mine else ""
+    print(f"Machine: {_machine.summary()}; {where or 'no CPU pinning (one CPU)'}.")
     print()
     print("| client | back to back, µs | ratio | 20 ms apart, µs | ratio |")
     print("|---|---:|---:|---:|---:|")
