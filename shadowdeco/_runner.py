@@ -168,15 +168,79 @@ class Waited(threading.Condition):
 _sleep = time.sleep  # Intake's linger; a name of its own, so a test can watch it
 
 
+class Parked:
+    """The consumers of one queue that wait for an item, each on a lock of its own, the last
+    one to wait on top: :meth:`wake`, called after each put, wakes that one.
+
+    A lane's sparse jobs then go to the worker that ran last, its caches and a URL
+    candidate's kept-alive connection still warm, while the others sleep on and end after
+    :data:`IDLE_EXIT`.  Waiting on the queue itself, workers are woken first come, first
+    served: once a burst of slow jobs had grown a lane to four workers, its sparse jobs ran
+    on each by turns for good (slow candidates keep their workers), each connection idle
+    four times as long (past a server's keep-alive timeout, it reconnects).  (The CPU a
+    mirror costs a live server, ``benchmarks/middleware.py``, moved no more than its noise.)
+    """
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: list[threading.Lock] = []  # each held: released to wake its thread
+
+    def wake(self) -> None:
+        """Wake the consumer that waited last, if any waits (after a put: no lock taken)."""
+        waiters = self.waiters
+        if waiters:
+            try:
+                waiter = waiters.pop()
+            except IndexError:  # another put woke the last one meanwhile
+                return
+            waiter.release()
+
+    def take(self, items: queue.SimpleQueue[T], waiter: threading.Lock, timeout: float | None) -> T:
+        """The next item of ``items``, waiting on ``waiter`` (held, this thread's own) for a
+        :meth:`wake`; ``queue.Empty`` past ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiters = self.waiters
+        while True:
+            waiters.append(waiter)
+            try:
+                item = items.get_nowait()  # put before this thread waited: no wake for it
+            except queue.Empty:
+                left = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+                woken = waiter.acquire(timeout=left)
+                if not woken:
+                    self._leave(waiter)
+                try:
+                    return items.get_nowait()
+                except queue.Empty:
+                    if not woken:
+                        raise
+                    continue  # another thread took it first: wait again
+            self._leave(waiter)
+            return item
+
+    def _leave(self, waiter: threading.Lock) -> None:
+        """Stop waiting: off the list, or, if a put took it off meanwhile, take the wake that
+        comes (the lock held again, for the next wait)."""
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            waiter.acquire()
+
+
 class Intake(Generic[T]):
-    """How one consumer thread takes items off its queue: :meth:`take`."""
+    """How one consumer thread takes items off its queue: :meth:`take`.  Several consumers
+    of one queue share a :class:`Parked` (the queue's puts wake through it)."""
 
-    __slots__ = ("busy", "items", "taken")
+    __slots__ = ("busy", "items", "parked", "taken", "waiter")
 
-    def __init__(self, items: queue.SimpleQueue[T]) -> None:
+    def __init__(self, items: queue.SimpleQueue[T], parked: Parked | None = None) -> None:
         self.items = items
         self.busy = True  # the last wait was shorter than a linger
         self.taken = 0  # items taken since the thread last waited
+        self.parked = parked
+        self.waiter = threading.Lock()  # this thread's, held but while a wake is on its way
+        self.waiter.acquire()
 
     def take(self, timeout: float | None = None) -> T:
         """The next item: at once if one waits; ``queue.Empty`` past ``timeout``.
@@ -223,6 +287,8 @@ class Intake(Generic[T]):
                 pass
         start = time.perf_counter()
         try:
+            if self.parked is not None:
+                return self.parked.take(items, self.waiter, timeout)
             return items.get(timeout=timeout)
         finally:
             self.busy = time.perf_counter() - start < LINGER
@@ -667,6 +733,7 @@ class Lane:
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.parked = Parked()  # its idle workers: each put wakes the one idle the shortest
         self.admitted = 0  # under the experiment's live lock
         self.left = 0  # admitted jobs that no longer wait: under the experiment's lock
         self.workers: set[threading.Thread] = set()
@@ -694,6 +761,7 @@ class Lane:
         """Enqueue a job whose live call has ended (called on the live path: no lock)."""
         exp = self.exp
         self.queue.put(job)
+        self.parked.wake()
         if exp._closed:  # close() may have drained the queue already: settle what is in it
             self.drop_queued("shutdown")
         elif self._backlog():
@@ -778,7 +846,7 @@ class Lane:
     def _work(self) -> None:
         exp = self.exp
         step = self._run_batch if isinstance(exp._executor, ProcessPool) else self._run_one
-        intake = Intake(self.queue)
+        intake = Intake(self.queue, self.parked)
         while True:
             try:
                 job = intake.take(IDLE_EXIT)
@@ -1103,6 +1171,7 @@ class Lane:
             workers = list(self.workers)
         for _ in workers:
             self.queue.put(None)
+            self.parked.wake()
         return workers
 
     def forget_task(self, task: asyncio.Task[None]) -> None:
@@ -1142,6 +1211,7 @@ class Lane:
 
     def reset_after_fork(self) -> None:
         self.queue = queue.SimpleQueue()
+        self.parked = Parked()  # the parent's threads: none of them waits here
         self.admitted = self.left = self.idle = self.spawning = 0
         self.workers = set()
         self.running = set()

@@ -378,6 +378,72 @@ def test_slow_candidates_spread_over_workers_and_fast_ones_retire_them() -> None
     assert predict.shadow.stats().emitted == 500
 
 
+def test_sparse_slow_jobs_go_to_the_worker_that_ran_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs that come one at a time wake the worker idle the shortest (warm caches, a URL
+    candidate's kept-alive connection), not each worker by turns: the others sleep on and
+    end after IDLE_EXIT.  (No linger: each job would race a lingering worker.)"""
+    monkeypatch.setattr(_runner, "LINGER", 0.0)
+    ran: list[int] = []
+    io = threading.Event()
+
+    def waits(x: int) -> int:
+        ran.append(threading.get_ident())
+        io.wait(0.002)  # a call to another service: slow, so the lane grows
+        return x
+
+    @shadow(candidate=waits, max_concurrency=4, max_queue=10_000, sinks=[])
+    def predict(x: int) -> int:
+        return x
+
+    for i in range(300):
+        predict(i)
+    assert predict.shadow.flush(30)
+    assert len(predict.shadow._lane.workers) == 4
+    del ran[:]
+    for i in range(40):
+        predict(i)
+        assert predict.shadow.flush(10)
+    # The one that ran last, or (when a put comes before it waits again) the one below it.
+    assert len(set(ran)) <= 2, [ran.count(t) for t in set(ran)]
+
+
+def test_parked_consumers_wake_last_in_first_out() -> None:
+    """Each put wakes the consumer that waited last; one past its timeout leaves the list."""
+    items: queue.SimpleQueue[int] = queue.SimpleQueue()
+    parked = _runner.Parked()
+    taken: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+
+    def consumer(name: str) -> None:
+        intake = _runner.Intake(items, parked)
+        while (item := intake.take(30)) >= 0:
+            taken.put((name, item))
+
+    def all_wait(count: int) -> None:  # (no event tells when a thread is in its wait)
+        for _ in range(10_000):
+            if len(parked.waiters) == count:
+                return
+            threading.Event().wait(0.001)
+        raise AssertionError(f"{len(parked.waiters)} consumers wait, not {count}")
+
+    threads = [threading.Thread(target=consumer, args=(name,)) for name in "abc"]
+    for count, thread in enumerate(threads, 1):  # a, then b, then c waits: c is on top
+        thread.start()
+        all_wait(count)
+    for i in range(3):
+        items.put(i)
+        parked.wake()
+        assert taken.get(timeout=10) == ("c", i)
+        all_wait(3)
+    for name in "cba":  # each stop marker ends the one on top
+        items.put(-1)
+        parked.wake()
+        threads["abc".index(name)].join(10)
+        assert not threads["abc".index(name)].is_alive()
+    with pytest.raises(queue.Empty):
+        _runner.Intake(items, parked).take(timeout=0.01)
+    assert parked.waiters == []
+
+
 def test_the_live_path_takes_no_lock_the_background_holds() -> None:
     """A worker that lost the GIL while holding the experiment's lock must not hold up live
     calls: they take only the live lock (callers') and put into the queue."""
