@@ -727,13 +727,20 @@ class Lane:
     workers up to ``max_concurrency`` while they are slow: most runs take :data:`SLOW_JOB` or
     more (waiting on I/O, sleeping, or heavy), or jobs wait while every running one has been
     running for :data:`STUCK` (hung; the timer looks).  Extra workers retire when the
-    candidates are fast again and the queue is empty.
+    candidates are fast again and the queue is empty.  With a :class:`ProcessPool`, no more
+    workers than it has worker processes (each runs a batch of jobs on one).
     """
 
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.parked = Parked()  # its idle workers: each put wakes the one idle the shortest
+        executor = exp._executor
+        # With a ProcessPool, a thread per worker process: more would only wait for one, and
+        # take the GIL from the live thread each time the pool's slot is handed on.
+        self.max_threads = exp._max_concurrency
+        if isinstance(executor, ProcessPool):
+            self.max_threads = min(self.max_threads, executor.max_workers)
         self.admitted = 0  # under the experiment's live lock
         self.left = 0  # admitted jobs that no longer wait: under the experiment's lock
         self.workers: set[threading.Thread] = set()
@@ -1163,7 +1170,7 @@ class Lane:
     def _backlog(self) -> bool:
         """Jobs wait that no idle worker will take, and the lane may grow.  Callers read it
         without the lock (single reads, a moment's view); the timer and _grow under it."""
-        return self.queue.qsize() > self.idle and self.threads() < self.exp._max_concurrency
+        return self.queue.qsize() > self.idle and self.threads() < self.max_threads
 
     def stop_threads(self) -> list[threading.Thread]:
         """Ask every worker to end (busy ones after their job); returns them, to join."""

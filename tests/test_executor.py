@@ -336,6 +336,27 @@ def test_jobs_that_wait_go_to_the_worker_in_one_message() -> None:
     assert_adds_up(predict.shadow.stats())
 
 
+def test_a_lane_runs_no_more_threads_than_its_process_pool_has_workers() -> None:
+    """More would only wait for a worker process, each taking the GIL from the live thread
+    whenever the pool's slot is handed on (batches went round four threads)."""
+    pool = shadowdeco.ProcessPool(1)
+    try:
+
+        @shadow(candidate=time.sleep, executor=pool, max_queue=10_000, sinks=[])
+        def predict(seconds: float) -> None:
+            return None
+
+        pool.call(abs, -1)  # a worker started
+        for _ in range(300):
+            predict(0.002)  # slow: a thread-run lane grows up to max_concurrency (4)
+        assert predict.shadow.flush(60)
+        assert predict.shadow.max_concurrency == 4
+        assert predict.shadow._lane.threads() == 1
+    finally:
+        pool.shutdown()
+    assert_adds_up(predict.shadow.stats())
+
+
 def test_a_batch_takes_at_most_half_the_timeout() -> None:
     """The batch size: the most (BATCH) without a timeout, one until a run was measured, and
     then as many runs as fit in half the timeout, by the longest run lately."""
