@@ -168,6 +168,12 @@ class Waited(threading.Condition):
 _sleep = time.sleep  # Intake's linger; a name of its own, so a test can watch it
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 class Parked:
     """The consumers of one queue that wait for an item, each on a lock of its own, the last
     one to wait on top: :meth:`wake`, called after each put, wakes that one.
@@ -196,12 +202,13 @@ class Parked:
                 return
             waiter.release()
 
-    def take(self, items: queue.SimpleQueue[T], waiter: threading.Lock, timeout: float | None) -> T:
-        """The next item of ``items``, waiting on ``waiter`` (held, this thread's own) for a
-        :meth:`wake`; ``queue.Empty`` past ``timeout``."""
+    def take(self, items: queue.SimpleQueue[T], intake: Intake[T], timeout: float | None) -> T:
+        """The next item of ``items``, waiting on ``intake.waiter`` (held, this thread's own)
+        for a :meth:`wake`; ``queue.Empty`` past ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         waiters = self.waiters
         while True:
+            waiter = intake.waiter
             waiters.append(waiter)
             try:
                 item = items.get_nowait()  # put before this thread waited: no wake for it
@@ -209,23 +216,27 @@ class Parked:
                 left = -1 if deadline is None else max(0.0, deadline - time.monotonic())
                 woken = waiter.acquire(timeout=left)
                 if not woken:
-                    self._leave(waiter)
+                    self._leave(intake)
                 try:
                     return items.get_nowait()
                 except queue.Empty:
                     if not woken:
                         raise
                     continue  # another thread took it first: wait again
-            self._leave(waiter)
+            self._leave(intake)
             return item
 
-    def _leave(self, waiter: threading.Lock) -> None:
+    def _leave(self, intake: Intake[Any]) -> None:
         """Stop waiting: off the list, or, if a put took it off meanwhile, take the wake that
-        comes (the lock held again, for the next wait)."""
+        comes (the lock held again, for the next wait).  A wake that does not come (the put's
+        thread interrupted between taking the lock off and releasing it: a Ctrl-C) leaves the
+        lock to it, and the thread a fresh one."""
+        waiter = intake.waiter
         try:
             self.waiters.remove(waiter)
         except ValueError:
-            waiter.acquire()
+            if not waiter.acquire(timeout=1.0):
+                intake.waiter = _held_lock()
 
 
 class Intake(Generic[T]):
@@ -239,8 +250,7 @@ class Intake(Generic[T]):
         self.busy = True  # the last wait was shorter than a linger
         self.taken = 0  # items taken since the thread last waited
         self.parked = parked
-        self.waiter = threading.Lock()  # this thread's, held but while a wake is on its way
-        self.waiter.acquire()
+        self.waiter = _held_lock()  # this thread's, held but while a wake is on its way
 
     def take(self, timeout: float | None = None) -> T:
         """The next item: at once if one waits; ``queue.Empty`` past ``timeout``.
@@ -288,7 +298,7 @@ class Intake(Generic[T]):
         start = time.perf_counter()
         try:
             if self.parked is not None:
-                return self.parked.take(items, self.waiter, timeout)
+                return self.parked.take(items, self, timeout)
             return items.get(timeout=timeout)
         finally:
             self.busy = time.perf_counter() - start < LINGER
@@ -736,11 +746,16 @@ class Lane:
         self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.parked = Parked()  # its idle workers: each put wakes the one idle the shortest
         executor = exp._executor
-        # With a ProcessPool, a thread per worker process: more would only wait for one, and
-        # take the GIL from the live thread each time the pool's slot is handed on.
+        # With a ProcessPool, a thread per worker process while candidates are slow: more
+        # would only wait for one, and take the GIL from the live thread each time the pool's
+        # slot is handed on.  Up to max_concurrency only for a worker stuck out of the pool.
         self.max_threads = exp._max_concurrency
+        self.pooled = isinstance(executor, ProcessPool)
         if isinstance(executor, ProcessPool):
             self.max_threads = min(self.max_threads, executor.max_workers)
+        #: ProcessPool lanes: the workers comparing and handing over a batch's results (out
+        #: of the pool), since when (perf_counter())
+        self.settling: dict[threading.Thread, float] = {}
         self.admitted = 0  # under the experiment's live lock
         self.left = 0  # admitted jobs that no longer wait: under the experiment's lock
         self.workers: set[threading.Thread] = set()
@@ -771,10 +786,10 @@ class Lane:
         self.parked.wake()
         if exp._closed:  # close() may have drained the queue already: settle what is in it
             self.drop_queued("shutdown")
-        elif self._backlog():
-            if self.slow or not self.threads():
+        elif self._backlog(exp._max_concurrency):
+            if not self.threads() or (self.slow and self._backlog()):
                 self._grow()
-            elif not self.watched:
+            elif not self.watched and (self.settling or self._backlog()):
                 self.watched = True
                 timer.poke()
 
@@ -996,6 +1011,7 @@ class Lane:
                 if handed:
                     exp._drop_handed(jobs[i], "internal_error")
             with exp._lock:
+                self.settling.pop(threading.current_thread(), None)
                 for i, job in enumerate(jobs):
                     self.running.discard(job)
                     obs = observations[i] if i < len(observations) else None
@@ -1003,10 +1019,7 @@ class Lane:
                     ran = math.inf if obs is None else obs.duration or 0.0
                     self._record_run_locked((killed and exp.timeout) or ran)
                 self.idle += 1
-                if stopping:
-                    self._leave_locked(stopping=True)
-                else:
-                    stopping = self._retire_locked()
+                stopping = self._leave_locked(stopping=True) if stopping else self._retire_locked()
         return stopping
 
     def _settle_batch(
@@ -1017,8 +1030,12 @@ class Lane:
         killed: bool,
     ) -> list[tuple[Job, Observation]]:
         """Settle a batch's jobs that were not claimed as their answers came: those that
-        could not run, and (``killed``) the timeouts; the jobs to build results of."""
+        could not run, and (``killed``) the timeouts; the jobs to build results of.  From
+        here until the batch ends this worker is out of the pool, and stuck if it takes
+        :data:`STUCK` (a comparator that hangs): see :meth:`check`."""
         exp = self.exp
+        with exp._lock:
+            self.settling[threading.current_thread()] = time.perf_counter()
         timeout = exp.timeout
         ready: list[tuple[Job, Observation]] = []
         for job, obs, handed in zip(jobs, observations, claimed, strict=True):
@@ -1139,21 +1156,8 @@ class Lane:
                     else:
                         next_at = min(next_at, deadline)
             if self.watched:
-                if not self._backlog():
-                    self.watched = False
-                    # A caller that saw the flag still set did not poke: look at the queue
-                    # once more now that it is cleared (the caller put before it looked).
-                    self.watched = self._backlog()
-                    if self.watched:
-                        next_at = min(next_at, now + STUCK)
-                elif not self.running:  # every worker is idle: they take the queue
-                    next_at = min(next_at, now + STUCK)
-                elif self.slow or now - youngest >= STUCK:  # every running worker is stuck
-                    self._reserve_worker_locked()
-                    start = True
-                    next_at = min(next_at, now + STUCK)  # does the queue still wait then?
-                else:
-                    next_at = min(next_at, youngest + STUCK)
+                start, look = self._watch_locked(now, youngest)
+                next_at = min(next_at, look)
             release = False
             if self.held:
                 release = not self.running or now - youngest >= STUCK  # its worker may hang
@@ -1167,10 +1171,40 @@ class Lane:
             self._start_worker()
         return next_at
 
-    def _backlog(self) -> bool:
-        """Jobs wait that no idle worker will take, and the lane may grow.  Callers read it
-        without the lock (single reads, a moment's view); the timer and _grow under it."""
-        return self.queue.qsize() > self.idle and self.threads() < self.max_threads
+    def _watch_locked(self, now: float, youngest: float) -> tuple[bool, float]:
+        """:meth:`check`'s look at a queue that waited: whether to start a worker (reserved
+        here), and when to look again."""
+        limit = self.exp._max_concurrency
+        if not self._backlog(limit):
+            self.watched = False
+            # A caller that saw the flag still set did not poke: look at the queue once more
+            # now that it is cleared (the caller put before it looked).
+            self.watched = self._backlog(limit)
+            return False, now + STUCK if self.watched else math.inf
+        if not self.running:  # every worker is idle: they take the queue
+            return False, now + STUCK
+        if self.pooled:
+            since = min(self.settling.values(), default=math.inf)
+            if now - since >= STUCK:  # stuck out of the pool: one more takes its slot
+                self._reserve_worker_locked()
+                return True, now + STUCK
+            if not self._backlog():
+                # At max_threads a batch that runs long in the pool is no hung worker: watch
+                # only a worker out of it (a put watches again when one is).
+                self.watched = since < math.inf
+                return False, since + STUCK
+        if not self.slow and now - youngest < STUCK:
+            return False, youngest + STUCK
+        # Slow (below the bound), or every running worker is stuck: one more; does the
+        # queue still wait a STUCK from now?
+        self._reserve_worker_locked()
+        return True, now + STUCK
+
+    def _backlog(self, limit: int | None = None) -> bool:
+        """Jobs wait that no idle worker will take, and the lane has fewer than ``limit``
+        threads (:attr:`max_threads`).  Callers read it without the lock (single reads, a
+        moment's view); the timer and _grow under it."""
+        return self.queue.qsize() > self.idle and self.threads() < (limit or self.max_threads)
 
     def stop_threads(self) -> list[threading.Thread]:
         """Ask every worker to end (busy ones after their job); returns them, to join."""
@@ -1226,6 +1260,7 @@ class Lane:
         self.tasks = {}
         self.semaphores = weakref.WeakKeyDictionary()
         self.held = []  # the parent's: counted as in flight, so as fork
+        self.settling = {}
 
 
 # --------------------------------------------------------------------------------------------

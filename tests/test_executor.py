@@ -357,6 +357,49 @@ def test_a_lane_runs_no_more_threads_than_its_process_pool_has_workers() -> None
     assert_adds_up(predict.shadow.stats())
 
 
+def test_a_hung_comparator_holds_up_only_its_own_batch_in_a_process_pool_lane() -> None:
+    """A worker that hangs comparing (out of the pool) is stuck: the timer adds one past the
+    one-thread-per-process bound, and it takes the pool's free worker process."""
+    release, comparing = threading.Event(), threading.Event()
+    later: list[Any] = []
+    four = threading.Event()
+
+    def compare(live: int, candidate: int) -> bool:
+        if live == 0:
+            comparing.set()
+            release.wait(60)
+        return live == candidate
+
+    def sink(result: Any) -> None:
+        later.append(result)
+        if len(later) == 4:
+            four.set()
+
+    pool = shadowdeco.ProcessPool(1)
+    try:
+
+        @shadow(candidate=operator.neg, executor=pool, compare=compare, sinks=[sink])
+        def predict(x: int) -> int:
+            return -x
+
+        pool.call(abs, -1)  # a worker started
+        predict(0)
+        assert comparing.wait(30)
+        for i in range(1, 5):
+            predict(i)
+        try:
+            assert four.wait(30), "the lane waited for the hung comparator"
+        finally:
+            release.set()
+        assert predict.shadow.flush(30)
+    finally:
+        pool.shutdown()
+    # The four that came after, then the hung one's, once its comparator returned.
+    assert [r.live.value for r in later[4:]] == [0]
+    assert sorted(r.live.value for r in later[:4]) == [-4, -3, -2, -1]
+    assert_adds_up(predict.shadow.stats())
+
+
 def test_a_batch_takes_at_most_half_the_timeout() -> None:
     """The batch size: the most (BATCH) without a timeout, one until a run was measured, and
     then as many runs as fit in half the timeout, by the longest run lately."""
