@@ -349,14 +349,14 @@ def test_blocked_candidates_get_every_worker_up_to_the_bound() -> None:
     assert (stats.emitted, stats.candidate_errors, stats.matched) == (4, 0, 4)
 
 
-def test_slow_candidates_spread_over_workers_and_fast_ones_retire_them() -> None:
-    """Candidates that wait (I/O) run on several threads; when they turn fast, one is left."""
-    idents: set[int] = set()
+def _after_300_slow_calls(ran: Callable[[], object]) -> Any:
+    """A function shadowed by a candidate that waits 2 ms (a call to another service: the
+    thread waits, the GIL is free) and calls ``ran()`` first, after 300 calls, flushed."""
     io = threading.Event()
 
     def waits(x: int) -> int:
-        _shadow_thread(idents)
-        io.wait(0.002)  # a call to another service: the thread waits, the GIL is free
+        ran()
+        io.wait(0.002)
         return x
 
     @shadow(candidate=waits, max_concurrency=4, max_queue=10_000, sinks=[])
@@ -366,6 +366,13 @@ def test_slow_candidates_spread_over_workers_and_fast_ones_retire_them() -> None
     for i in range(300):
         predict(i)
     assert predict.shadow.flush(30)
+    return predict
+
+
+def test_slow_candidates_spread_over_workers_and_fast_ones_retire_them() -> None:
+    """Candidates that wait (I/O) run on several threads; when they turn fast, one is left."""
+    idents: set[int] = set()
+    predict = _after_300_slow_calls(lambda: _shadow_thread(idents))
     assert len(idents) > 1
     lane = predict.shadow._lane
     assert len(lane.workers) > 1
@@ -384,20 +391,7 @@ def test_sparse_slow_jobs_go_to_the_worker_that_ran_last(monkeypatch: pytest.Mon
     end after IDLE_EXIT.  (No linger: each job would race a lingering worker.)"""
     monkeypatch.setattr(_runner, "LINGER", 0.0)
     ran: list[int] = []
-    io = threading.Event()
-
-    def waits(x: int) -> int:
-        ran.append(threading.get_ident())
-        io.wait(0.002)  # a call to another service: slow, so the lane grows
-        return x
-
-    @shadow(candidate=waits, max_concurrency=4, max_queue=10_000, sinks=[])
-    def predict(x: int) -> int:
-        return x
-
-    for i in range(300):
-        predict(i)
-    assert predict.shadow.flush(30)
+    predict = _after_300_slow_calls(lambda: ran.append(threading.get_ident()))  # lane grown
     workers = len(predict.shadow._lane.workers)
     assert workers >= 3
     del ran[:]
