@@ -787,9 +787,11 @@ class Lane:
         if exp._closed:  # close() may have drained the queue already: settle what is in it
             self.drop_queued("shutdown")
         elif self._backlog(exp._max_concurrency):
-            if not self.threads() or (self.slow and self._backlog()):
+            threads = self.threads()
+            below = threads < self.max_threads  # (a ProcessPool lane's bound; else the same)
+            if not threads or (self.slow and below):
                 self._grow()
-            elif not self.watched and (self.settling or self._backlog()):
+            elif not self.watched and (below or self.settling):
                 self.watched = True
                 timer.poke()
 
@@ -867,7 +869,7 @@ class Lane:
 
     def _work(self) -> None:
         exp = self.exp
-        step = self._run_batch if isinstance(exp._executor, ProcessPool) else self._run_one
+        step = self._run_batch if self.pooled else self._run_one
         intake = Intake(self.queue, self.parked)
         while True:
             try:
