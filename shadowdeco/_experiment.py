@@ -630,30 +630,41 @@ class Experiment:
         """Count a sampled call, reserve its place and snapshot its inputs (live path).
 
         None when it is not shadowed after all: the queue is full or the inputs would not
-        copy (counted as a drop either way).
+        copy (counted as a drop either way).  (The sync wrapper inlines it: see
+        ``shadowdeco._decorator``.)
         """
         lane = self._lane
         with self._live_lock:  # never held by a background thread: no waiting on one here
             self._sampled += 1
-            if lane.waiting >= self._max_queue:
+            if lane.admitted - lane.left >= self._max_queue:
                 self._queue_full += 1
                 return None
             lane.admitted += 1
+        snapshot = self._snapshot_inputs(args, kwargs)
+        if snapshot is None:
+            return None
+        ctx = contextvars.copy_context()
+        job = Job(self, self._candidate, self._generation, instance, *snapshot, ctx)
+        job.t0 = time.perf_counter_ns()
+        return job
+
+    def _snapshot_inputs(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The candidate's copy of an admitted call's inputs; None when they would not copy
+        (its place given back, counted as a drop)."""
         try:
-            snap_args, snap_kwargs = _snapshot(self._copier, args, kwargs)
+            return _snapshot(self._copier, args, kwargs)
         except BaseException as exc:  # an uncopyable argument: count it, serve live
             callers = isinstance(exc, _CALLERS)  # a Ctrl-C, a cancellation: settled, passed on
             if not callers:
                 log_failure("copying the inputs (call not shadowed)", self.name)
             with self._lock:
-                lane.left += 1
+                self._lane.left += 1
                 self._drop_locked("copy_failed")
             if callers:
                 raise
             return None
-        job = Job(self, instance, snap_args, snap_kwargs, contextvars.copy_context())
-        job.t0 = time.perf_counter_ns()
-        return job
 
     def _submit(
         self,

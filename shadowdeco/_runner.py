@@ -353,25 +353,31 @@ class Job:
         "trace",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built from a QueuedCall: Job(exp, *call)
         self,
         exp: Experiment,
+        candidate: Any,  # exp's when the call was sampled: a swap since does not affect it
+        gen: int,  # exp's generation then (a fork since: the parent's call, not the child's)
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         ctx: contextvars.Context,
+        t0: int = 0,  # live call start, and end: perf_counter_ns()
+        t1: int = 0,
+        live_value: Any = None,
+        live_error: tuple[str, str] | None = None,
     ) -> None:
         self.exp = exp
-        self.candidate = exp._candidate  # a swap while this call runs does not affect it
-        self.gen = exp._generation
+        self.candidate = candidate
+        self.gen = gen
         self.instance = instance
         self.args = args
         self.kwargs = kwargs
         self.ctx = ctx
-        self.t0 = 0  # live call start, and end: perf_counter_ns()
-        self.t1 = 0
-        self.live_value: Any = None
-        self.live_error: tuple[str, str] | None = None
+        self.t0 = t0
+        self.t1 = t1
+        self.live_value = live_value
+        self.live_error = live_error
         self.state = OPEN
         self.queue_s: float | None = None
         self.started = 0.0  # when a lane worker began the candidate call: perf_counter()
@@ -382,6 +388,24 @@ class Job:
         self.context: Any = None
         self.inputs: Any = None
         self.trace: tuple[str, str, bool] | None = None  # the live span: ids, sampled
+
+
+#: A sampled sync call as the decorator's wrapper queues it once the live call returned:
+#: a :class:`Job`'s fields after ``exp`` (candidate, gen, instance, args, kwargs, ctx, t0, t1,
+#: live_value, live_error).  The lane worker builds the Job (:meth:`Lane.job_of`): a tuple
+#: costs the caller a tenth of what the Job's ``__init__`` does.
+QueuedCall = tuple[
+    Any,
+    int,
+    Any,
+    tuple[Any, ...],
+    dict[str, Any],
+    contextvars.Context,
+    int,
+    int,
+    Any,
+    "tuple[str, str] | None",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -743,7 +767,7 @@ class Lane:
 
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
-        self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[Job | QueuedCall | None] = queue.SimpleQueue()
         self.parked = Parked()  # its idle workers: each put wakes the one idle the shortest
         executor = exp._executor
         # With a ProcessPool, a thread per worker process while candidates are slow: more
@@ -779,15 +803,20 @@ class Lane:
         """Jobs admitted and not yet started (a moment's view)."""
         return self.admitted - self.left
 
-    def put(self, job: Job) -> None:
-        """Enqueue a job whose live call has ended (called on the live path: no lock)."""
+    def put(self, job: Job | QueuedCall) -> None:
+        """Enqueue a job whose live call has ended (called on the live path: no lock; what
+        :meth:`Parked.wake` and :meth:`_backlog` do, inlined)."""
         exp = self.exp
-        self.queue.put(job)
-        self.parked.wake()
+        jobs = self.queue
+        jobs.put(job)
+        if self.parked.waiters:
+            self.parked.wake()
         if exp._closed:  # close() may have drained the queue already: settle what is in it
             self.drop_queued("shutdown")
-        elif self._backlog(exp._max_concurrency):
-            threads = self.threads()
+        elif (
+            jobs.qsize() > self.idle
+            and (threads := len(self.workers) + self.spawning) < exp._max_concurrency
+        ):
             below = threads < self.max_threads  # (a ProcessPool lane's bound; else the same)
             if not threads or (self.slow and below):
                 self._grow()
@@ -837,6 +866,10 @@ class Lane:
         """Worker threads running or being started."""
         return len(self.workers) + self.spawning
 
+    def job_of(self, item: Job | QueuedCall) -> Job:
+        """The :class:`Job` of a queued item (a :data:`QueuedCall` is built into one)."""
+        return item if type(item) is Job else Job(self.exp, *item)  # type: ignore[misc]
+
     def _take_queued_locked(self) -> list[Job]:
         """Empty the queue (stop markers included); the jobs it held, no longer waiting."""
         jobs: list[Job] = []
@@ -847,7 +880,7 @@ class Lane:
                 return jobs
             if job is not None:
                 self.left += 1
-                jobs.append(job)
+                jobs.append(self.job_of(job))
 
     def drop_queued(self, reason: str) -> None:
         with self.exp._lock:
@@ -873,23 +906,23 @@ class Lane:
         intake = Intake(self.queue, self.parked)
         while True:
             try:
-                job = intake.take(IDLE_EXIT)
+                item = intake.take(IDLE_EXIT)
             except queue.Empty:
                 with exp._lock:
                     if not self.queue.qsize() and self._leave_locked():
                         return
                 continue
-            if job is None:  # told to stop (close / shutdown)
+            if item is None:  # told to stop (close / shutdown)
                 with exp._lock:
                     self._leave_locked(stopping=True)
                     held, self.held = self.held, []
                 if held:  # held when the marker was queued
                     emit_many(exp, held)
                 return
-            if step(job):
+            if step(self.job_of(item)):
                 return
             # An idle worker must not keep the last job (its inputs, sinks, files) alive.
-            del job
+            del item
 
     def _run_one(self, job: Job) -> bool:
         """:meth:`_work`'s step: run one job's candidate on this thread.  True when this
@@ -1102,7 +1135,7 @@ class Lane:
                 break
             if item is None:
                 return taken, True
-            taken.append(item)
+            taken.append(self.job_of(item))
         return taken, False
 
     def batch_limit(self) -> int:

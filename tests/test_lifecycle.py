@@ -427,27 +427,43 @@ def test_close_counts_pending_async_candidates_as_shutdown() -> None:
     assert stats.in_flight == 0
 
 
-def test_a_fork_inside_a_sampled_call_is_counted_once(tmp_path: Path) -> None:
-    """A child forked during a sampled live call counts it as fork, not also as a result."""
+@pytest.mark.parametrize("first", ["cold", "warm", "nested"])
+def test_a_fork_inside_a_sampled_call_is_counted_once(tmp_path: Path, first: str) -> None:
+    """A child forked during a sampled live call counts it as fork, not also as a result:
+    whether it is the first call, or comes when the background's threads run, or the child
+    makes a sampled call (its threads start) before the forking one returns."""
     proc = run_script(
         """
         import os, warnings
         warnings.simplefilter("ignore", DeprecationWarning)
         from shadowdeco import shadow
 
-        @shadow(candidate=lambda: "c", sinks=[])
-        def predict():
-            return os.fork()
+        first = os.environ["FIRST"]
 
-        pid = predict()
+        @shadow(candidate=lambda fork: "c", sinks=[])
+        def predict(fork):
+            if not fork:
+                return 1
+            pid = os.fork()
+            if pid == 0 and first == "nested":
+                predict(False)
+            return pid
+
+        if first != "cold":  # the parent's result, in the child's counters too
+            predict(False)
+            predict.shadow.flush(5)
+        pid = predict(True)
         if pid == 0:
             predict.shadow.flush(5)
             s = predict.shadow.stats()
-            os._exit(0 if (dict(s.dropped), s.emitted, s.in_flight) == ({"fork": 1}, 0, 0) else 1)
+            counts = (dict(s.dropped), s.emitted, s.in_flight)
+            emitted = {"cold": 0, "warm": 1, "nested": 2}[first]
+            os._exit(0 if counts == ({"fork": 1}, emitted, 0) else 1)
         _, status = os.waitpid(pid, 0)
         print(os.waitstatus_to_exitcode(status))
         """,
         tmp_path,
+        FIRST=first,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0"

@@ -8,6 +8,7 @@ import functools
 import inspect
 import multiprocessing
 import pickle
+import sys
 from typing import Any
 
 import pytest
@@ -169,8 +170,25 @@ def test_a_plain_function_is_called_straight_through() -> None:
     def predict(x: int) -> int:
         return x
 
-    assert type(predict).__call__ is _decorator._FunctionShadowWrapper.__call__
+    assert isinstance(predict, _decorator._FunctionShadowWrapper)
     assert predict(3) == 3
+
+
+@pytest.mark.parametrize("sample", [0.0, 1.0])
+def test_a_plain_function_s_call_runs_one_python_frame_of_the_wrapper(sample: float) -> None:
+    """Between the caller and a plain function, one frame of shadowdeco's (its class's
+    ``__call__`` is the shadow wrapper itself): a frame that only passed ``*args`` and
+    ``**kwargs`` on cost ~140 ns, a tenth of a sampled call."""
+    callers: list[Any] = []
+
+    @shadow(candidate=lambda x: x, sample=sample, sinks=[])
+    def predict(x: int) -> int:
+        callers.append(sys._getframe(2).f_code)  # past the wrapper's frame: the caller's
+        return x
+
+    assert predict(3) == 3
+    assert callers == [sys._getframe().f_code]
+    assert predict.shadow.flush(10)
 
 
 def test_calls_that_need_wrapt_binding_keep_it() -> None:
