@@ -42,6 +42,7 @@ from shadowdeco.middleware import (
     HttpResponse,
     ShadowASGIMiddleware,
     ShadowWSGIMiddleware,
+    _http,
     compare_http,
 )
 from shadowdeco.middleware._http import DECODED_LIMIT as HTTP_DECODED_LIMIT
@@ -794,6 +795,24 @@ def test_wsgi_url_candidate_keeps_its_connection_alive(
     assert [s.path for s in candidate_server.seen] == [f"/r{i}" for i in range(5)]
     assert candidate_server.connections == 1
     assert [r.candidate.status for r in memory.results] == ["ok"] * 5
+
+
+def test_wsgi_url_candidate_does_not_reuse_a_connection_idle_for_keepalive_idle(
+    candidate_server: CandidateServer, memory: sinks.Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection idle for ``KEEPALIVE_IDLE`` is replaced before a request (servers close
+    idle ones without telling; a POST sent as one closes would be lost): here 0 s, so every
+    mirror opens a new one, and every POST arrives once."""
+    monkeypatch.setattr(_http, "KEEPALIVE_IDLE", 0.0)
+    mw = wsgi(echo_app, candidate_server.url, memory, max_concurrency=1)
+    for i in range(3):
+        call_wsgi(mw, make_environ("POST", f"/r{i}", body=b"b%d" % i))
+        assert mw.shadow.flush(10)
+    assert [(s.path, s.body) for s in candidate_server.seen] == [
+        (f"/r{i}", b"b%d" % i) for i in range(3)
+    ]
+    assert candidate_server.connections == 3
+    assert [r.candidate.status for r in memory.results] == ["ok"] * 3
 
 
 def test_wsgi_url_candidate_reconnects_after_the_server_closed(

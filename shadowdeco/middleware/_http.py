@@ -19,6 +19,7 @@ import os
 import random
 import select
 import threading
+import time
 import urllib.parse
 import weakref
 import zlib
@@ -784,13 +785,23 @@ def _stale(conn: http.client.HTTPConnection) -> bool:
     return bool(readable)
 
 
+#: A kept-alive connection idle this long (seconds) is not reused: a new one is opened.
+#: Servers close idle connections after a while without telling (gunicorn's after 2 s,
+#: uvicorn's and Node's after 5 s).  :func:`_stale` sees a close that came before the reuse,
+#: not one that crosses it: the request is then sent as the server closes, and a POST is lost
+#: (never sent twice: it may have reached the server).  Under the usual timeouts, the race
+#: is not run, for at most one new connection a second per worker thread.
+KEEPALIVE_IDLE = 1.0
+
+
 class _Held:
     """A worker thread's keep-alive connection, closed when the thread (its local) goes."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "used")
 
     def __init__(self, conn: http.client.HTTPConnection) -> None:
         self.conn = conn
+        self.used = time.monotonic()  # when its last response was read
 
     def __del__(self) -> None:
         self.conn.close()
@@ -835,7 +846,9 @@ class UrlCandidate:
 
     def _connection(self) -> http.client.HTTPConnection:
         held: _Held | None = getattr(self._local, "held", None)
-        if held is not None and _stale(held.conn):
+        if held is not None and (
+            time.monotonic() - held.used >= KEEPALIVE_IDLE or _stale(held.conn)
+        ):
             self._drop_connection()
             held = None
         if held is None:
@@ -864,6 +877,8 @@ class UrlCandidate:
                     collector.add(chunk)
                 if response.will_close:
                     self._drop_connection()
+                else:
+                    self._local.held.used = time.monotonic()
                 return collector.response(response.status, response.getheaders(), self._settings)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self._drop_connection()
