@@ -1083,7 +1083,7 @@ class Experiment:
         """
         timeout = _check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:  # Lane.put reads it under this lock: no job slips in after drain
+        with self._lock:  # Lane.put reads it after its put: a job put after drain() is settled
             self._closed = True
         self._refresh()
         self._lane.release_held()  # not left for the timer: the flush below covers them

@@ -801,7 +801,7 @@ class _Held:
 
     def __init__(self, conn: http.client.HTTPConnection) -> None:
         self.conn = conn
-        self.used = time.monotonic()  # when its last response was read
+        self.used = time.monotonic()  # opened, then: its last response read
 
     def __del__(self) -> None:
         self.conn.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from helpers import Gate
-from reliability_helpers import run_script, settle
+from reliability_helpers import adds_up, run_script, settle
 
 import shadowdeco
 from shadowdeco import _delivery, shadow, sinks
@@ -357,6 +357,46 @@ def test_close_between_the_closed_check_and_the_enqueue() -> None:
     stats = predict.shadow.stats()
     assert predict.shadow.flush(0.5), stats
     assert dict(predict.shadow.stats().dropped) == {"shutdown": 2}
+
+
+def test_a_call_ending_while_close_flushes_leaves_the_queue_to_the_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() flushes what is queued; a call whose live part ends meanwhile is dropped as
+    shutdown on its own, and does not take the queued calls with it."""
+    gate = Gate()
+    in_live, live_release, flushing = threading.Event(), threading.Event(), threading.Event()
+
+    @shadow(candidate=gate, max_concurrency=1, sinks=[])
+    def predict(x: int) -> int:
+        if x == 3:
+            in_live.set()
+            live_release.wait(10)
+        return x
+
+    for x in range(3):  # 0 holds the only worker; 1 and 2 wait in the queue
+        assert predict(x) == x
+    assert gate.wait_entered()
+    caller = threading.Thread(target=predict, args=(3,))
+    caller.start()
+    assert in_live.wait(10)
+    exp = predict.shadow
+    real_flush = exp.flush
+
+    def flush(timeout: float | None = 10.0) -> bool:
+        flushing.set()
+        return real_flush(timeout)
+
+    monkeypatch.setattr(exp, "flush", flush)
+    closer = threading.Thread(target=exp.close, args=(20,))
+    closer.start()
+    assert flushing.wait(10)
+    live_release.set()  # call 3 ends while close() waits for 0, 1 and 2
+    caller.join(10)
+    gate.release.set()
+    closer.join(30)
+    stats = adds_up(exp.stats())
+    assert (stats.emitted, dict(stats.dropped)) == (3, {"shutdown": 1})
 
 
 def test_candidate_swapped_while_calls_are_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
