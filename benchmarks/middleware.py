@@ -1,8 +1,8 @@
 """Requests per second and live latency of a small app under real servers, with and without
 the shadowdeco middleware.
 
-    python benchmarks/middleware.py            # full run: 20 rounds of 150 requests, ~2.5 min
-    python benchmarks/middleware.py --quick    # smoke run: 3 rounds of 100 requests, ~25 s
+    python benchmarks/middleware.py            # full run: 10 rounds, 2 servers each, ~2 min
+    python benchmarks/middleware.py --quick    # smoke run: 3 rounds of 100 requests, ~50 s
 
 The app (``benchmarks/apps/``) answers ``POST /predict`` with a small JSON body by running a
 tiny dense network in pure Python (~1 ms of CPU with the framework).  It is served
@@ -25,8 +25,18 @@ printed beside the verdict, for reading.
 
 Every sampled request is recorded by a ``sinks.JsonLines`` sink in a temporary directory, as a
 real deployment would.  All the servers are started at once by this script and stay up for the
-whole run.  The configurations are loaded in turn, in bursts: one round loads each of them once,
+whole run.  The configurations are loaded in turn, in bursts: one round loads each server once,
 the first one moving by one each round, so a noisy neighbour slows every configuration alike.
+
+Each configuration runs on **two servers** (``INSTANCES``), each its own processes; a round's
+req/s of a configuration is the mean of its two bursts, and its ratio is to the mean of the two
+servers without the middleware in that round.  Two servers that differ in nothing but their
+processes do not serve alike: in an A/A probe (four identical gunicorn servers loaded by turns,
+CPU per request of each worker thread from ``/proc``) they stood 2-4 % apart with the machine
+quiet and up to 17 % apart in a noisy phase, as much as a 10 % mirror costs; one server per
+configuration made each verdict a draw of that luck as much as a measure of the middleware.
+The table prints the two baseline servers' ratio to each other (the A/A control): how far
+apart two equal configurations can stand in this run.
 After each burst the script waits until every server is idle (its mirrors' backlog drained:
 the "drain" column), so no burst pays for the previous one's mirrors.  A configuration's CPU
 per request counts the live server's processes from the start of its burst until that quiet
@@ -99,6 +109,7 @@ APPS = Path(__file__).resolve().parent / "apps"
 BUDGET = 0.9  # DESIGN.md: middleware at 10 %, under a real server, >= 0.9x the throughput
 CLIENT_BOUND = 0.7  # a burst whose client used more than this share of a core is flagged
 THREADS = 8
+INSTANCES = 2  # servers per configuration, each its own processes: see the module docstring
 GUNICORN_WORKERS = 2
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
@@ -438,6 +449,7 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass
 class Target:
     config: Config
+    instance: int  # which of the configuration's servers (1..INSTANCES); 0: merged
     out: Path
     server: Server
     candidate_server: Server | None
@@ -497,30 +509,32 @@ def start_targets(
     failure or an interrupt half-way leaves in them all that must be stopped.
     """
     for i, config in enumerate(configs()):
-        out = root / f"{i:02d}-{config.server}"
-        out.mkdir()
-        workers = GUNICORN_WORKERS if config.server == "gunicorn" else 1
-        candidate_server = None
-        candidate = "inproc"
-        # One token for the live server and its URL candidate: the readiness probe is mirrored
-        # when sampled, and the candidate, a copy of the live app, must answer it the same.
-        token = new_token()
-        if config.url_candidate:
-            env = server_env(Config(config.server, "candidate", "off"), out, "inproc", token)
-            candidate_server = Server(
-                config.server,
-                env,
-                out / "candidate.log",
-                workers,
-                other_cpus,
-                keep_alive=not config.candidate_closes,
-            )
-            started.append(candidate_server)
-            candidate = candidate_server.url
-        env = server_env(config, out, candidate, token)
-        server = Server(config.server, env, out / "server.log", workers, live_cpus)
-        started.append(server)
-        targets.append(Target(config, out, server, candidate_server))
+        for instance in range(1, INSTANCES + 1):
+            out = root / f"{i:02d}-{instance}-{config.server}"
+            out.mkdir()
+            workers = GUNICORN_WORKERS if config.server == "gunicorn" else 1
+            candidate_server = None
+            candidate = "inproc"
+            # One token for the live server and its URL candidate: the readiness probe is
+            # mirrored when sampled, and the candidate, a copy of the live app, must answer it
+            # the same.
+            token = new_token()
+            if config.url_candidate:
+                env = server_env(Config(config.server, "candidate", "off"), out, "inproc", token)
+                candidate_server = Server(
+                    config.server,
+                    env,
+                    out / "candidate.log",
+                    workers,
+                    other_cpus,
+                    keep_alive=not config.candidate_closes,
+                )
+                started.append(candidate_server)
+                candidate = candidate_server.url
+            env = server_env(config, out, candidate, token)
+            server = Server(config.server, env, out / "server.log", workers, live_cpus)
+            started.append(server)
+            targets.append(Target(config, instance, out, server, candidate_server))
     for target in targets:
         for server in target.servers:
             server.wait_ready()
@@ -581,9 +595,73 @@ def stop_targets(targets: list[Target], servers: list[Server]) -> list[str]:
         target.stats = merged_stats(target.out)
         target.lines, target.candidate_errors = read_results(target.out)
         problems += check(target)
-        where = f"{target.config.server}, {target.config.label}"
-        problems += [f"{where}: {e}" for e in target.errors[:3]]
+        problems += [f"{where(target)}: {e}" for e in target.errors[:3]]
     return problems
+
+
+def where(target: Target) -> str:
+    """The configuration, and which of its servers."""
+    server = f", server {target.instance}" if target.instance else ""
+    return f"{target.config.server}, {target.config.label}{server}"
+
+
+def merged(targets: list[Target]) -> list[Target]:
+    """One target per configuration: its servers' bursts of each round averaged (req/s), the
+    rest pooled; ``ratios`` then filled, per round, against the same round's baseline."""
+    groups: dict[Config, list[Target]] = {}
+    for t in targets:
+        groups.setdefault(t.config, []).append(t)
+    rows = []
+    for config, group in groups.items():
+        first = group[0]
+        row = Target(config, 0, first.out, first.server, first.candidate_server)
+        row.rps = [statistics.fmean(burst) for burst in zip(*(t.rps for t in group), strict=True)]
+        for t in group:
+            row.latencies += t.latencies
+            row.cpu_s += t.cpu_s
+            row.candidate_cpu_s += t.candidate_cpu_s
+            row.measured += t.measured
+            row.drain_s += t.drain_s
+            row.client_share += t.client_share
+            row.served += t.served
+            row.errors += t.errors
+            row.lines += t.lines
+            for key, value in t.stats.items():
+                if key == "dropped":
+                    for reason, n in value.items():
+                        row.stats.setdefault(key, {})[reason] = row.stats[key].get(reason, 0) + n
+                else:
+                    row.stats[key] = row.stats.get(key, 0) + value
+            for kind, n in t.candidate_errors.items():
+                row.candidate_errors[kind] = row.candidate_errors.get(kind, 0) + n
+        rows.append(row)
+    for row in rows:
+        base = baseline_of(row, rows)
+        if row is not base:
+            row.ratios = [a / b for a, b in zip(row.rps, base.rps, strict=True)]
+    return rows
+
+
+def baseline_of(target: Target, targets: list[Target]) -> Target:
+    """The same server's configuration without the middleware (among ``targets``)."""
+    return next(
+        t
+        for t in targets
+        if t.config.server == target.config.server
+        and t.config.label == BASELINE
+        and t.instance == target.instance
+    )
+
+
+def a_a(targets: list[Target]) -> dict[str, list[float]]:
+    """Per server kind, each round's req/s of the second server without the middleware over the
+    first's: how far two servers that differ in nothing but their processes stand apart."""
+    out: dict[str, list[float]] = {}
+    for t in targets:
+        if t.config.label == BASELINE and t.instance == 2:
+            first = next(u for u in targets if u.config == t.config and u.instance == 1)
+            out[t.config.server] = [b / a for a, b in zip(first.rps, t.rps, strict=True)]
+    return out
 
 
 def read_results(directory: Path) -> tuple[int, dict[str, int]]:
@@ -629,36 +707,36 @@ def check(target: Target) -> list[str]:
     every sampled one emitted and one line per emitted result, nothing dropped, no mismatch and
     no candidate error (the candidate is a copy of the live app: either is a broken mirror)."""
     config, stats, lines = target.config, target.stats, target.lines
-    where = f"{config.server}, {config.label}"
+    at = where(target)
     if config.shadow == "off":
-        return [f"{where}: {lines} result lines without the middleware"] if lines else []
+        return [f"{at}: {lines} result lines without the middleware"] if lines else []
     problems = []
     if stats["processes"] != target.workers:
-        problems.append(f"{where}: {stats['processes']} stats files, expected {target.workers}")
+        problems.append(f"{at}: {stats['processes']} stats files, expected {target.workers}")
         return problems
     dropped = sum(stats["dropped"].values())
     if stats["sampled"] != stats["emitted"] + dropped or stats["in_flight"]:
-        problems.append(f"{where}: stats do not add up: {stats}")
+        problems.append(f"{at}: stats do not add up: {stats}")
     if stats["sampled"] + stats["skipped"] != target.served:
         problems.append(
-            f"{where}: sampled {stats['sampled']:,} + skipped {stats['skipped']:,} != "
+            f"{at}: sampled {stats['sampled']:,} + skipped {stats['skipped']:,} != "
             f"{target.served:,} requests answered"
         )
     if dropped:
-        problems.append(f"{where}: {dropped} mirrors dropped {stats['dropped']}")
+        problems.append(f"{at}: {dropped} mirrors dropped {stats['dropped']}")
     if lines != stats["emitted"]:
-        problems.append(f"{where}: {lines} result lines, {stats['emitted']} results emitted")
+        problems.append(f"{at}: {lines} result lines, {stats['emitted']} results emitted")
     if stats["mismatched"]:
-        problems.append(f"{where}: {stats['mismatched']} mismatches")
+        problems.append(f"{at}: {stats['mismatched']} mismatches")
     if stats["candidate_errors"] or target.candidate_errors:
         problems.append(
-            f"{where}: {stats['candidate_errors']} candidate errors counted, in the lines "
+            f"{at}: {stats['candidate_errors']} candidate errors counted, in the lines "
             f"{target.candidate_errors or 0}"
         )
     if stats["sink_errors"]:
-        problems.append(f"{where}: {stats['sink_errors']} sink errors")
+        problems.append(f"{at}: {stats['sink_errors']} sink errors")
     if stats["not_flushed_first"]:
-        problems.append(f"{where}: counters written before shadowdeco's exit flush")
+        problems.append(f"{at}: counters written before shadowdeco's exit flush")
     return problems
 
 
@@ -673,9 +751,7 @@ def median(values: list[float]) -> float:
 def cpu_ratio(target: Target, targets: list[Target]) -> float:
     """Baseline CPU per request over this configuration's: the throughput ratio a server whose
     cores were all busy with this app would see; steadier than req/s on a shared machine."""
-    base = next(
-        t for t in targets if t.config.server == target.config.server and t.config.label == BASELINE
-    )
+    base = baseline_of(target, targets)
     if not target.cpu_ms_per_request:  # it served nothing: its errors are listed at the end
         return float("nan")
     return base.cpu_ms_per_request / target.cpu_ms_per_request
@@ -700,11 +776,17 @@ def client_cell(target: Target) -> str:
 
 
 def print_report(
-    targets: list[Target], rounds: int, per_burst: int, elapsed: float, cpus: tuple[set[int], ...]
+    targets: list[Target],
+    aa: dict[str, list[float]],
+    *,
+    rounds: int,
+    per_burst: int,
+    elapsed: float,
+    cpus: tuple[set[int], ...],
 ) -> None:
     print(
-        f"## Middleware benchmark: {rounds} rounds of {per_burst:,} requests per configuration, "
-        f"{THREADS} client threads"
+        f"## Middleware benchmark: {rounds} rounds, in each a burst of {per_burst:,} requests "
+        f"to each of the {INSTANCES} servers of every configuration, {THREADS} client threads"
     )
     print()
     print(machine(*cpus))
@@ -728,6 +810,7 @@ def print_report(
             f"| {median(t.drain_s):.2f} | {client_cell(t)} |"
         )
     print()
+    print_a_a(aa)
     bound_rows = sum(any(share > CLIENT_BOUND for share in t.client_share) for t in targets)
     print(
         f"Client CPU: this process (the {THREADS} load threads) over each burst, as a share of one "
@@ -790,6 +873,24 @@ def print_report(
     print(f"Total time: {elapsed:.0f} s.")
 
 
+def print_a_a(aa: dict[str, list[float]]) -> None:
+    print(
+        f"req/s: each round's bursts of a configuration's {INSTANCES} servers averaged, median "
+        "over the rounds; ratios: per round, to the servers without the middleware (IQR over "
+        "the rounds); latencies and CPU: every server of the configuration, pooled."
+    )
+    print()
+    print(
+        "A/A control, two servers without the middleware that differ in nothing but their "
+        "processes, the second's req/s over the first's, per round:"
+    )
+    print()
+    for server, ratios in aa.items():
+        q1, _, q3 = statistics.quantiles(ratios, n=4)  # (3 rounds at least)
+        print(f"- {server}: {median(ratios):.2f}{TIMES} ({q1:.2f}-{q3:.2f})")
+    print()
+
+
 def machine(live_cpus: set[int], other_cpus: set[int]) -> str:
     versions = []
     for package in ("gunicorn", "uvicorn", "flask", "fastapi"):
@@ -833,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds of 100 requests (smoke run)")
     options = parser.parse_args(argv)
-    rounds, per_burst, warmup = (3, 100, 40) if options.quick else (20, 150, 100)
+    rounds, per_burst, warmup = (3, 100, 40) if options.quick else (10, 150, 100)
     cap_s = 30.0  # per burst: a hung server fails the run instead of stalling it
     for module in ("flask", "fastapi", "gunicorn", "uvicorn"):
         try:
@@ -857,15 +958,10 @@ def main(argv: list[str] | None = None) -> int:
                 t.served += t.server.probes + len(warm.latencies)
                 t.errors += warm.errors
             wait_quiet(everyone)
-            baseline = {t.config.server: t for t in targets if t.config.label == BASELINE}
             for round_no in range(rounds):
                 shift = round_no % len(targets)
                 for t in targets[shift:] + targets[:shift]:
                     t.rps.append(burst(t, everyone, per_burst, cap_s))
-                for t in targets:
-                    base = baseline[t.config.server]
-                    if t is not base:
-                        t.ratios.append(t.rps[-1] / base.rps[-1])
                 print(
                     f"round {round_no + 1}/{rounds} done, {time.monotonic() - started:.0f} s",
                     file=sys.stderr,
@@ -877,7 +973,14 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 kill_leftovers(started_servers)
                 signal.signal(signal.SIGTERM, previous)
-    print_report(targets, rounds, per_burst, time.monotonic() - started, (live_cpus, other_cpus))
+    print_report(
+        merged(targets),
+        a_a(targets),
+        rounds=rounds,
+        per_burst=per_burst,
+        elapsed=time.monotonic() - started,
+        cpus=(live_cpus, other_cpus),
+    )
     if problems:
         print("\nINVALID: the accounting or the requests above did not hold; problems:\n")
         for problem in problems:
