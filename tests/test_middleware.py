@@ -785,9 +785,10 @@ def test_wsgi_url_candidate_gets_no_connection_named_headers(
 
 
 def test_wsgi_url_candidate_keeps_its_connection_alive(
-    candidate_server: CandidateServer, memory: sinks.Memory
+    candidate_server: CandidateServer, memory: sinks.Memory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Mirrored requests reuse one kept-alive connection per worker."""
+    monkeypatch.setattr(_http, "KEEPALIVE_IDLE", 3600.0)  # a stalled machine: no reconnect
     mw = wsgi(hello_app, candidate_server.url, memory, max_concurrency=1)
     for i in range(5):
         call_wsgi(mw, make_environ("GET", f"/r{i}"))
