@@ -227,7 +227,7 @@ def _sync_wrapper(exp: Experiment) -> Callable[..., Any]:
         # worker builds it): method calls and the Job's __init__ were half of the cost.
         with exp._live_lock:  # (see Experiment._admit)
             exp._sampled += 1
-            full = lane.admitted - lane.left >= exp._max_queue
+            full = lane.admitted - lane.left >= exp._max_queue  # (Lane.waiting)
             if full:
                 exp._queue_full += 1
             else:

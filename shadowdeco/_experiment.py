@@ -636,7 +636,7 @@ class Experiment:
         lane = self._lane
         with self._live_lock:  # never held by a background thread: no waiting on one here
             self._sampled += 1
-            if lane.admitted - lane.left >= self._max_queue:
+            if lane.waiting >= self._max_queue:
                 self._queue_full += 1
                 return None
             lane.admitted += 1
